@@ -1,0 +1,47 @@
+# freshlabel: `make demo` runs the platform end to end, `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+FLINK_VENV := .venv-flink
+PIP_FLAGS := -q --disable-pip-version-check
+
+.PHONY: setup demo test lint lock clean
+setup: $(VENV)/.installed $(FLINK_VENV)/.installed .tools/.installed
+
+$(VENV)/.installed: requirements/platform.txt requirements/platform.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -r requirements/platform.txt -c requirements/platform.lock
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+$(FLINK_VENV)/.installed: requirements/flink.txt requirements/flink.lock pyproject.toml
+	test -x $(FLINK_VENV)/bin/python || $(PYTHON) -m venv $(FLINK_VENV)
+	$(FLINK_VENV)/bin/pip install $(PIP_FLAGS) -r requirements/flink.txt -c requirements/flink.lock
+	$(FLINK_VENV)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+# The broker binary and the Kafka connector jars, checked against pinned sha256 sums.
+.tools/.installed: infra/artifacts.py $(VENV)/.installed
+	$(VENV)/bin/python -m infra.fetch_tools
+	touch $@
+
+demo: setup
+	$(VENV)/bin/freshlabel demo
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# Re-pin every transitive dependency after changing requirements/*.txt.
+lock:
+	rm -rf /tmp/freshlabel-lock && $(PYTHON) -m venv /tmp/freshlabel-lock
+	/tmp/freshlabel-lock/bin/pip install $(PIP_FLAGS) -r requirements/platform.txt
+	/tmp/freshlabel-lock/bin/pip freeze --exclude-editable > requirements/platform.lock
+	rm -rf /tmp/freshlabel-lock && $(PYTHON) -m venv /tmp/freshlabel-lock
+	/tmp/freshlabel-lock/bin/pip install $(PIP_FLAGS) -r requirements/flink.txt
+	/tmp/freshlabel-lock/bin/pip freeze --exclude-editable > requirements/flink.lock
+	rm -rf /tmp/freshlabel-lock
+
+clean:
+	rm -rf $(VENV) $(FLINK_VENV) .tools

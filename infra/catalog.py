@@ -1,0 +1,104 @@
+"""Open the Iceberg catalog named by config and keep its tables in step with the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.table import Table
+
+from infra.config import Settings
+from schemas.iceberg import field_type, iceberg_schema, partition_spec
+from schemas.registry import Registry, TableEntry
+
+# Large, rare commits stay fast only if manifests are merged and old metadata files go.
+TABLE_PROPERTIES = {
+    "commit.manifest-merge.enabled": "true",
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "20",
+    "format-version": "2",
+}
+
+
+class FieldIdMismatchError(RuntimeError):
+    """The catalog's table numbers a field differently from schemas/registry.json."""
+
+
+def open_catalog(settings: Settings) -> Catalog:
+    cfg = settings.catalog
+    props: dict[str, str] = {"warehouse": settings.warehouse, **cfg.properties}
+    if cfg.type == "sql":
+        props["uri"] = settings.catalog_uri
+        if props["uri"].startswith("sqlite:///"):
+            Path(props["uri"].removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        warehouse = props["warehouse"]
+        if warehouse.startswith("file://"):
+            Path(warehouse.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        return load_catalog(cfg.name, type="sql", **props)
+    if not cfg.uri:
+        raise ValueError(
+            "catalog.type is 'rest' but catalog.uri is empty; set FRESHLABEL_CATALOG__URI"
+        )
+    return load_catalog(cfg.name, type="rest", uri=cfg.uri, **props)
+
+
+def ensure_namespace(catalog: Catalog, namespace: str) -> None:
+    try:
+        catalog.create_namespace(namespace)
+    except NamespaceAlreadyExistsError:
+        pass
+
+
+def verify_field_ids(table: Table, entry: TableEntry, identifier: str) -> None:
+    actual = {f.name: f.field_id for f in table.schema().fields}
+    wrong = [
+        f"{f.name}: registry {f.id}, table {actual.get(f.name)}"
+        for f in entry.current.fields
+        if actual.get(f.name) != f.id
+    ]
+    if wrong:
+        raise FieldIdMismatchError(
+            f"{identifier} field ids differ from schemas/registry.json ({'; '.join(wrong)}). "
+            "The table was created or evolved outside freshlabel; migrate it or recreate it"
+        )
+
+
+def _evolve(table: Table, entry: TableEntry) -> Table:
+    existing = set(table.schema().column_names)
+    missing = [f for f in entry.current.fields if f.name not in existing]
+    if missing:
+        with table.update_schema() as update:
+            for spec in missing:
+                update.add_column(spec.name, field_type(spec), required=False)
+    return table
+
+
+def ensure_table(
+    catalog: Catalog, namespace: str, name: str, registry: Registry | None = None
+) -> Table:
+    """The table `namespace.name`, created or evolved to the registry's current version."""
+    registry = registry or Registry.load()
+    entry = registry.tables[name]
+    identifier = f"{namespace}.{name}"
+    try:
+        table = _evolve(catalog.load_table(identifier), entry)
+    except NoSuchTableError:
+        table = catalog.create_table(
+            identifier,
+            schema=iceberg_schema(entry),
+            partition_spec=partition_spec(entry),
+            properties=TABLE_PROPERTIES,
+        )
+    verify_field_ids(table, entry, identifier)
+    return table
+
+
+def ensure_all_tables(settings: Settings, catalog: Catalog | None = None) -> list[str]:
+    catalog = catalog or open_catalog(settings)
+    ensure_namespace(catalog, settings.catalog.namespace)
+    registry = Registry.load()
+    return [
+        ensure_table(catalog, settings.catalog.namespace, name, registry).name()[-1]
+        for name in registry.tables
+    ]

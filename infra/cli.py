@@ -1,0 +1,170 @@
+"""`freshlabel`: the one command line in front of the platform."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from infra.config import Settings, load_settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    state = stack.up(settings, durable=True if args.durable else None)
+    for service in state.services:
+        ports = ", ".join(f"{k} {v}" for k, v in service.ports.items())
+        print(f"started {service.name} (pid {service.pid}; {ports}; log {service.log})")
+    print(f"broker {settings.broker.bootstrap}; catalog {settings.catalog_uri}; up")
+    return 0
+
+
+def _down(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    stopped = stack.down(settings)
+    print("stopped " + ", ".join(stopped) if stopped else "the stack was not up")
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    report = stack.status(settings)
+    if args.json:
+        print(stack.status_json(report))
+    else:
+        for s in report:
+            mark = "ok  " if s.healthy else "DOWN"
+            pid = f" pid {s.pid}" if s.pid else ""
+            print(f"{mark} {s.name:<14}{pid} {s.detail}")
+    return 0 if all(s.healthy for s in report) else 1
+
+
+def _schemas_check(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.evolution import check
+    from schemas.registry import REGISTRY_PATH, Registry
+    from schemas.topics import MODELS
+
+    path = Path(args.registry) if args.registry else REGISTRY_PATH
+    problems = check(Registry.load(path), MODELS)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {path}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok")
+    return 0
+
+
+def _schemas_register(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.evolution import SchemaEvolutionError, register
+    from schemas.registry import REGISTRY_PATH, Registry
+    from schemas.topics import MODELS
+
+    path = Path(args.registry) if args.registry else REGISTRY_PATH
+    registry = Registry.load(path) if path.exists() else Registry()
+    try:
+        changes = register(registry, MODELS)
+    except SchemaEvolutionError as exc:
+        print(f"refused, not an additive change:\n{exc}", file=sys.stderr)
+        return 1
+    registry.save(path)
+    print("\n".join(changes) if changes else "registry already matches the models")
+    return 0
+
+
+def _sink_run(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.topics import model_for_topic
+    from streams.iceberg_sink import IcebergSink
+
+    table = args.table or model_for_topic(args.topic).table
+    sink = IcebergSink(
+        settings, args.topic, table, batch_rows=args.batch_rows, batch_seconds=args.batch_seconds
+    )
+    stats = sink.run(idle_timeout_s=args.idle_timeout, max_rows=args.max_rows)
+    print(json.dumps(stats.__dict__))
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import demo
+
+    run_settings = settings.model_copy(deep=True)
+    # The demo's memory broker starts empty, so it gets its own, fresh catalog too: offsets
+    # recorded against an earlier broker would skip the new records.
+    run_settings.state_dir = settings.state_dir / "demo-run"
+    shutil.rmtree(run_settings.state_dir, ignore_errors=True)
+    report = demo.run(run_settings)
+    demo.print_report(report)
+    demo.write_report(settings, report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="freshlabel", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("up", help="start the embedded stack")
+    p.add_argument("--durable", action="store_true", help="broker on S3 (SeaweedFS)")
+    p.set_defaults(handler=_up)
+    sub.add_parser("down", help="stop what `up` started").set_defaults(handler=_down)
+    p = sub.add_parser("status", help="health of each service")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_status)
+
+    schemas = sub.add_parser("schemas", help="Iceberg field-id registry").add_subparsers(
+        dest="verb", required=True
+    )
+    for verb, handler in (("check", _schemas_check), ("register", _schemas_register)):
+        p = schemas.add_parser(verb)
+        p.add_argument("--registry", help="registry file (default: schemas/registry.json)")
+        p.set_defaults(handler=handler)
+
+    sink = sub.add_parser("sink", help="topic -> Iceberg table").add_subparsers(
+        dest="verb", required=True
+    )
+    p = sink.add_parser("run")
+    p.add_argument("--topic", required=True)
+    p.add_argument("--table", help="default: the topic model's table")
+    p.add_argument("--batch-rows", type=int)
+    p.add_argument("--batch-seconds", type=float)
+    p.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    p.add_argument("--max-rows", type=int)
+    p.set_defaults(handler=_sink_run)
+
+    sub.add_parser("demo", help="run the platform end to end").set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # kafka-python logs every refused connection while a broker starts; health checks
+        # already report what matters.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    settings = load_settings()
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except Exception as exc:  # one clear line for operators; -v for the traceback
+        if args.verbose:
+            raise
+        print(f"freshlabel {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""`freshlabel up | down | status`: the embedded stack as one unit.
+
+`up` records every process it starts in `<state_dir>/stack.json`; `down` stops exactly
+those PIDs (after checking each still runs the program we started), never anything by name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from infra.broker import broker_healthy, start_broker
+from infra.catalog import ensure_all_tables, open_catalog
+from infra.config import Settings
+from infra.object_store import object_store_healthy, start_object_store
+from infra.process import (
+    ServiceRecord,
+    is_running,
+    port_free,
+    stop,
+    wait_until,
+)
+from infra.topics import ensure_topics
+
+
+class StackError(RuntimeError):
+    """The stack cannot be brought up or down; the message says what to do."""
+
+
+class StackState(BaseModel):
+    started_at: datetime
+    profile: str
+    services: list[ServiceRecord] = Field(default_factory=list)
+
+
+class ServiceHealth(BaseModel):
+    name: str
+    healthy: bool
+    detail: str
+    pid: int | None = None
+    ports: dict[str, int] = Field(default_factory=dict)
+    log: str | None = None
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.state_dir / "stack.json"
+
+
+def read_state(settings: Settings) -> StackState | None:
+    path = state_path(settings)
+    if not path.exists():
+        return None
+    return StackState.model_validate_json(path.read_text())
+
+
+def _write_state(settings: Settings, state: StackState) -> None:
+    path = state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.replace(path)
+    for service in state.services:
+        (settings.state_dir / f"{service.name}.pid").write_text(f"{service.pid}\n")
+
+
+@contextmanager
+def _stack_lock(settings: Settings) -> Iterator[None]:
+    """One `up`/`down` at a time per state folder."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.state_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(
+                f"another freshlabel up/down is running on {settings.state_dir}; wait for it"
+            ) from None
+        yield
+
+
+def _ports_needed(settings: Settings, durable: bool) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    if settings.broker.embedded:
+        ports["broker"] = settings.broker.port
+        if durable:
+            store = settings.object_store
+            ports.update(
+                {
+                    "object_store s3": store.s3_port,
+                    "object_store master": store.master_port,
+                    "object_store volume": store.volume_port,
+                    "object_store filer": store.filer_port,
+                }
+            )
+    return ports
+
+
+def _refuse_taken_ports(settings: Settings, durable: bool) -> None:
+    env_names = {
+        "broker": "FRESHLABEL_BROKER__PORT",
+        "object_store s3": "FRESHLABEL_OBJECT_STORE__S3_PORT",
+        "object_store master": "FRESHLABEL_OBJECT_STORE__MASTER_PORT",
+        "object_store volume": "FRESHLABEL_OBJECT_STORE__VOLUME_PORT",
+        "object_store filer": "FRESHLABEL_OBJECT_STORE__FILER_PORT",
+    }
+    taken = [
+        f"{what} port {port} on {settings.broker.host} is taken by another process "
+        f"(free it or set {env_names[what]})"
+        for what, port in _ports_needed(settings, durable).items()
+        if not port_free(settings.broker.host, port)
+    ]
+    if taken:
+        raise StackError("cannot start the stack: " + "; ".join(taken))
+
+
+def up(settings: Settings, durable: bool | None = None) -> StackState:
+    """Start what the config says is embedded, create topics and tables; all or nothing."""
+    if durable is not None:
+        settings.broker.durable = durable
+    with _stack_lock(settings):
+        existing = read_state(settings)
+        if existing and any(is_running(s) for s in existing.services):
+            alive = ", ".join(f"{s.name} (pid {s.pid})" for s in existing.services)
+            raise StackError(
+                f"the stack is already up in {settings.state_dir}: {alive}. "
+                "Run `freshlabel down` first, or use another FRESHLABEL_STATE_DIR"
+            )
+        _refuse_taken_ports(settings, settings.broker.durable)
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        state = StackState(started_at=datetime.now(UTC), profile=settings.profile)
+        try:
+            if settings.broker.embedded:
+                if settings.broker.durable:
+                    store = start_object_store(settings)
+                    state.services.append(store)
+                    _write_state(settings, state)
+                    wait_until(
+                        store,
+                        lambda: object_store_healthy(settings),
+                        settings.object_store.health_timeout_s,
+                        "S3 /healthz",
+                    )
+                broker = start_broker(settings)
+                state.services.append(broker)
+                _write_state(settings, state)
+                wait_until(
+                    broker,
+                    lambda: broker_healthy(settings, timeout_s=1.0),
+                    settings.broker.health_timeout_s,
+                    "a metadata response",
+                )
+            ensure_topics(settings)
+            ensure_all_tables(settings)
+        except BaseException:
+            _stop_all(settings, state)
+            raise
+        return state
+
+
+def _stop_all(settings: Settings, state: StackState) -> list[str]:
+    stopped = []
+    for service in reversed(state.services):
+        if stop(service):
+            stopped.append(f"{service.name} (pid {service.pid})")
+        (settings.state_dir / f"{service.name}.pid").unlink(missing_ok=True)
+    state_path(settings).unlink(missing_ok=True)
+    return stopped
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop exactly the processes `up` recorded, newest first; returns what was stopped."""
+    with _stack_lock(settings):
+        state = read_state(settings)
+        if state is None:
+            return []
+        stopped = _stop_all(settings, state)
+        still = [s for s in state.services if is_running(s)]
+        if still:
+            raise StackError(
+                "could not stop " + ", ".join(f"{s.name} (pid {s.pid})" for s in still)
+            )
+        return stopped
+
+
+def _service_health(
+    record: ServiceRecord | None, name: str, check: Callable[[], bool], what: str
+) -> ServiceHealth:
+    if record is None:
+        return ServiceHealth(name=name, healthy=False, detail="not started by `freshlabel up`")
+    base = {"name": name, "pid": record.pid, "ports": record.ports, "log": str(record.log)}
+    if not is_running(record):
+        return ServiceHealth(healthy=False, detail=f"process {record.pid} is not running", **base)
+    ok = check()
+    return ServiceHealth(healthy=ok, detail=what if ok else f"no answer to {what}", **base)
+
+
+def status(settings: Settings) -> list[ServiceHealth]:
+    state = read_state(settings)
+    records = {s.name: s for s in state.services} if state else {}
+    report: list[ServiceHealth] = []
+    if settings.broker.embedded:
+        if settings.broker.durable or "object_store" in records:
+            report.append(
+                _service_health(
+                    records.get("object_store"),
+                    "object_store",
+                    lambda: object_store_healthy(settings),
+                    "S3 /healthz ok",
+                )
+            )
+        report.append(
+            _service_health(
+                records.get("broker"),
+                "broker",
+                lambda: broker_healthy(settings),
+                f"metadata ok at {settings.broker.bootstrap}",
+            )
+        )
+    else:
+        ok = broker_healthy(settings)
+        report.append(
+            ServiceHealth(
+                name="broker",
+                healthy=ok,
+                detail=f"external {settings.broker.bootstrap}: "
+                + ("metadata ok" if ok else "no metadata response"),
+            )
+        )
+    report.append(_catalog_health(settings))
+    return report
+
+
+def _catalog_health(settings: Settings) -> ServiceHealth:
+    where = settings.catalog.uri or settings.catalog_uri
+    try:
+        catalog = open_catalog(settings)
+        tables = catalog.list_tables(settings.catalog.namespace)
+    except Exception as exc:
+        return ServiceHealth(name="catalog", healthy=False, detail=f"{where}: {exc}")
+    return ServiceHealth(
+        name="catalog",
+        healthy=True,
+        detail=f"{settings.catalog.type} catalog {where}: {len(tables)} tables",
+    )
+
+
+def status_json(report: list[ServiceHealth]) -> str:
+    body: dict[str, Any] = {
+        "healthy": all(s.healthy for s in report),
+        "services": [s.model_dump() for s in report],
+    }
+    return json.dumps(body, indent=2)

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from schemas.base import Event, UtcDatetime
+
+
+class BoardSave(Event):
+    """A user saved a pin to a board; board titles describe the pin in users' own words."""
+
+    topic: ClassVar[str] = "board_saves"
+    table: ClassVar[str] = "board_saves"
+    key_field: ClassVar[str] = "pin_id"
+    time_field: ClassVar[str] = "event_time"
+
+    pin_id: str
+    board_id: str
+    board_title: str
+    user_id: str
+    event_time: UtcDatetime

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from schemas.base import Event, UtcDatetime
+
+
+class RelevanceLabel(Event):
+    """The teacher's graded judgement of one impression, tied to the teacher that made it."""
+
+    topic: ClassVar[str] = "labels"
+    table: ClassVar[str] = "labels"
+    key_field: ClassVar[str] = "impression_id"
+    time_field: ClassVar[str] = "labeled_at"
+
+    impression_id: str
+    query: str
+    pin_id: str
+    teacher_version: str
+    # Number of relevance levels of the teacher that produced the label (4, 5, ...).
+    label_scale: int = Field(ge=2)
+    probs: list[float]
+    score: float
+    labeled_at: UtcDatetime
+    input_hash: str

@@ -1,0 +1,73 @@
+"""Iceberg tables from the registry on a real SQL catalog: ids, partitions, evolution."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+
+from infra.catalog import FieldIdMismatchError, ensure_namespace, ensure_table, open_catalog
+from infra.config import Settings
+from schemas import RelevanceLabel
+from schemas.evolution import SchemaEvolutionError, register
+from schemas.registry import Registry
+
+
+class _LabelV2(RelevanceLabel):
+    table: ClassVar[str] = "labels"
+    calibrated_score: float | None = None
+    reasons: list[str] | None = None
+
+
+class _LabelBroken(RelevanceLabel):
+    table: ClassVar[str] = "labels"
+    label_scale: str  # type: ignore[assignment]
+
+
+def test_tables_get_registry_ids_and_day_partitions(settings: Settings) -> None:
+    catalog = open_catalog(settings)
+    ensure_namespace(catalog, "freshlabel")
+    registry = Registry.load()
+    for name, entry in registry.tables.items():
+        table = ensure_table(catalog, "freshlabel", name, registry)
+        ids = {f.name: f.field_id for f in table.schema().fields}
+        assert ids == {f.name: f.id for f in entry.current.fields}
+        (field,) = table.spec().fields
+        assert str(field.transform) == "day"
+        assert table.schema().find_field(field.source_id).name == entry.partition_field
+        assert table.properties["commit.manifest-merge.enabled"] == "true"
+
+
+def test_additive_evolution_is_applied_with_stable_ids(settings: Settings) -> None:
+    catalog = open_catalog(settings)
+    ensure_namespace(catalog, "freshlabel")
+    registry = Registry.load()
+    ensure_table(catalog, "freshlabel", "labels", registry)
+    register(registry, [_LabelV2])
+    table = ensure_table(catalog, "freshlabel", "labels", registry)
+    current = registry.tables["labels"].current.by_name()
+    assert table.schema().find_field("calibrated_score").field_id == current["calibrated_score"].id
+    reasons = table.schema().find_field("reasons")
+    assert reasons.field_id == current["reasons"].id
+    assert reasons.field_type.element_id == current["reasons"].element_id
+    # and an untouched registry still matches the evolved table's old fields
+    assert table.schema().find_field("score").field_id == current["score"].id
+
+
+def test_non_additive_change_is_refused(settings: Settings) -> None:
+    with pytest.raises(SchemaEvolutionError, match="label_scale: type long -> string"):
+        register(Registry.load(), [_LabelBroken])
+
+
+def test_foreign_table_with_other_ids_is_detected(settings: Settings) -> None:
+    from pyiceberg.schema import Schema
+    from pyiceberg.types import NestedField, StringType
+
+    catalog = open_catalog(settings)
+    ensure_namespace(catalog, "freshlabel")
+    catalog.create_table(
+        "freshlabel.pin_captions",
+        schema=Schema(NestedField(1, "caption", StringType(), required=False)),
+    )
+    with pytest.raises(FieldIdMismatchError, match="created or evolved outside freshlabel"):
+        ensure_table(catalog, "freshlabel", "pin_captions")

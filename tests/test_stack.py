@@ -1,0 +1,92 @@
+"""`freshlabel up | status | down` on the real broker and catalog."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from infra import stack
+from infra.config import Settings
+from infra.process import is_running
+from tests.conftest import freshlabel
+
+
+def _pids(settings: Settings) -> list[int]:
+    state = stack.read_state(settings)
+    assert state is not None
+    return [s.pid for s in state.services]
+
+
+def test_up_status_down(settings: Settings) -> None:
+    up = freshlabel(settings, "up")
+    assert up.returncode == 0, up.stderr
+    try:
+        state = stack.read_state(settings)
+        assert state is not None
+        pids = _pids(settings)
+        assert all(is_running(s) for s in state.services)
+        assert (settings.state_dir / "broker.pid").read_text().strip() == str(pids[0])
+        assert (settings.state_dir / "logs" / "broker.log").exists()
+
+        status = freshlabel(settings, "status", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        body = json.loads(status.stdout)
+        health = {s["name"]: s["healthy"] for s in body["services"]}
+        assert health == {"broker": True, "catalog": True}
+        assert body["healthy"] is True
+
+        again = freshlabel(settings, "up")
+        assert again.returncode != 0
+        assert "already up" in again.stderr
+    finally:
+        down = freshlabel(settings, "down")
+    assert down.returncode == 0, down.stderr
+    for pid in pids:
+        assert (
+            not os.path.exists(f"/proc/{pid}")
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
+    assert stack.read_state(settings) is None
+    status = freshlabel(settings, "status")
+    assert status.returncode == 1 and "DOWN" in status.stdout
+
+
+def test_up_refuses_a_taken_port(settings: Settings) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.broker.port))
+        squatter.listen()
+        result = freshlabel(settings, "up")
+    assert result.returncode != 0
+    assert f"broker port {settings.broker.port}" in result.stderr
+    assert "FRESHLABEL_BROKER__PORT" in result.stderr
+    assert stack.read_state(settings) is None
+
+
+def test_down_when_not_up_is_harmless(settings: Settings) -> None:
+    result = freshlabel(settings, "down")
+    assert result.returncode == 0 and "not up" in result.stdout
+
+
+@pytest.mark.slow
+def test_durable_broker_keeps_messages_across_restart(settings: Settings) -> None:
+    from streams.kafka_io import producer, read_all
+
+    stack.up(settings, durable=True)
+    try:
+        with producer(settings) as prod:
+            prod.send("impressions.dlq", key=b"k", value=b"kept").get(timeout=30)
+        broker = next(s for s in stack.read_state(settings).services if s.name == "broker")
+        assert {s.name for s in stack.read_state(settings).services} == {"object_store", "broker"}
+    finally:
+        stack.down(settings)
+    assert not is_running(broker)
+    stack.up(settings, durable=True)
+    try:
+        values = [r.value for r in read_all(settings, "impressions.dlq", 3.0)]
+        assert values == [b"kept"]
+    finally:
+        stack.down(settings)
