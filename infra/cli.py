@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import shutil
@@ -13,6 +14,9 @@ from pathlib import Path
 from infra.config import Settings, load_settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+# Each area adds its verbs through `register(subparsers)`; handlers take (args, settings).
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -142,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_sink_run)
 
     sub.add_parser("demo", help="run the platform end to end").set_defaults(handler=_demo)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -117,6 +117,64 @@ class SinkSettings(BaseModel):
     batch_seconds: float = 60.0
 
 
+class GeneratorSettings(BaseModel):
+    """The synthetic search world (`freshlabel generate`)."""
+
+    seed: int = 7
+    impressions: int = 20_000
+    # Events per second written to Kafka; 0 writes as fast as the broker takes them.
+    rate: float = 0.0
+    sim_days: int = 56
+    pins: int = 3_000
+    users: int = 2_000
+    queries_file: Path | None = PROJECT_ROOT.parent / "shared" / "data" / "wands" / "query.csv"
+    # Hidden ground truth (relevance, feature history); defaults to <state_dir>/world/.
+    truth_dir: Path | None = None
+
+
+class FlinkSettings(BaseModel):
+    """The enrichment job and the embedded Flink cluster that runs it."""
+
+    rest_port: int = 18081
+    parallelism: int = 1
+    checkpoint_interval_s: float = 10.0
+    # A topic partition with no data holds the watermark back without this.
+    source_idle_timeout_s: float = 2.0
+    watermark_delay_s: float = 5.0
+    # Records later than this behind the watermark are late: counted and sent to the DLQ.
+    allowed_lateness_s: float = 60.0
+    top_queries_window_days: int = 30
+    top_queries_slide_hours: int = 24
+    top_queries_k: int = 5
+    top_boards_k: int = 5
+    health_timeout_s: float = 90.0
+
+
+class TritonSettings(BaseModel):
+    """The teacher's Triton Inference Server: embedded (bundled tritonserver) or remote."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 18000
+    grpc_port: int = 18001
+    metrics_port: int = 18002
+    # Set to use a remote Triton (host:port of its gRPC endpoint); nothing is started then.
+    url: str | None = None
+    model_name: str = "teacher"
+    # Model repository served by the embedded server; defaults to <state_dir>/triton-repo.
+    repository: Path | None = None
+    health_timeout_s: float = 120.0
+    request_timeout_s: float = 30.0
+    max_in_flight: int = 64
+
+
+class TeacherSettings(BaseModel):
+    """Where trained teachers live and how their input text is built."""
+
+    # A trained teacher directory; `freshlabel up` serves it when set and exported.
+    model_dir: Path | None = None
+    max_length: int = 192
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRESHLABEL_", env_nested_delimiter="__", extra="forbid"
@@ -132,6 +190,10 @@ class Settings(BaseSettings):
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     decode: DecodeSettings = Field(default_factory=DecodeSettings)
     sink: SinkSettings = Field(default_factory=SinkSettings)
+    generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
+    flink: FlinkSettings = Field(default_factory=FlinkSettings)
+    triton: TritonSettings = Field(default_factory=TritonSettings)
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
 
     @classmethod
     def settings_customise_sources(
