@@ -175,6 +175,14 @@ class TeacherSettings(BaseModel):
     max_length: int = 192
 
 
+class QualitySettings(BaseModel):
+    """Data-quality checks run by the sink on every batch, and where alerts go."""
+
+    enabled: bool = True
+    alerts_topic: str = "dq.alerts"
+    webhook_url: str | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRESHLABEL_", env_nested_delimiter="__", extra="forbid"
@@ -194,6 +202,7 @@ class Settings(BaseSettings):
     flink: FlinkSettings = Field(default_factory=FlinkSettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @classmethod
     def settings_customise_sources(
