@@ -9,7 +9,7 @@ from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
 from pyiceberg.table import Table
 
 from infra.config import Settings
-from schemas.iceberg import field_type, iceberg_schema, partition_spec
+from schemas.iceberg import field_type, iceberg_schema, partition_spec, table_entry
 from schemas.registry import Registry, TableEntry
 
 # Large, rare commits stay fast only if manifests are merged and old metadata files go.
@@ -75,11 +75,16 @@ def _evolve(table: Table, entry: TableEntry) -> Table:
 
 
 def ensure_table(
-    catalog: Catalog, namespace: str, name: str, registry: Registry | None = None
+    catalog: Catalog,
+    namespace: str,
+    name: str,
+    registry: Registry | None = None,
+    schema_of: str | None = None,
 ) -> Table:
-    """The table `namespace.name`, created or evolved to the registry's current version."""
+    """The table `namespace.name`, created or evolved to the registry's current version of
+    its own entry (or of `schema_of`, for another table with the same schema)."""
     registry = registry or Registry.load()
-    entry = registry.tables[name]
+    entry = table_entry(schema_of or name, registry)
     identifier = f"{namespace}.{name}"
     try:
         table = _evolve(catalog.load_table(identifier), entry)

@@ -37,6 +37,9 @@ class Event(BaseModel):
     # The field used as the Kafka message key, and the event-time field (day partitions).
     key_field: ClassVar[str]
     time_field: ClassVar[str]
+    # Fields that identify one event: the sink keeps a single row per key (redeliveries by
+    # at-least-once producers or a restored Flink job carry the same key).
+    dedupe_key: ClassVar[tuple[str, ...]] = ()
 
     @property
     def key(self) -> str:

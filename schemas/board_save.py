@@ -12,6 +12,7 @@ class BoardSave(Event):
     table: ClassVar[str] = "board_saves"
     key_field: ClassVar[str] = "pin_id"
     time_field: ClassVar[str] = "event_time"
+    dedupe_key: ClassVar[tuple[str, ...]] = ("pin_id", "board_id", "user_id", "event_time")
 
     pin_id: str
     board_id: str

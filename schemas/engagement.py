@@ -14,6 +14,7 @@ class Engagement(Event):
     table: ClassVar[str] = "engagements"
     key_field: ClassVar[str] = "pin_id"
     time_field: ClassVar[str] = "event_time"
+    dedupe_key: ClassVar[tuple[str, ...]] = ("impression_id", "action", "event_time")
 
     impression_id: str
     query: str

@@ -14,6 +14,7 @@ class Impression(Event):
     table: ClassVar[str] = "impressions"
     key_field: ClassVar[str] = "impression_id"
     time_field: ClassVar[str] = "event_time"
+    dedupe_key: ClassVar[tuple[str, ...]] = ("impression_id",)
 
     impression_id: str
     request_id: str

@@ -12,6 +12,7 @@ class PinCaption(Event):
     table: ClassVar[str] = "pin_captions"
     key_field: ClassVar[str] = "pin_id"
     time_field: ClassVar[str] = "created_at"
+    dedupe_key: ClassVar[tuple[str, ...]] = ("pin_id", "created_at")
 
     pin_id: str
     caption: str

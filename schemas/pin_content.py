@@ -12,6 +12,7 @@ class PinContent(Event):
     table: ClassVar[str] = "pin_content"
     key_field: ClassVar[str] = "pin_id"
     time_field: ClassVar[str] = "updated_at"
+    dedupe_key: ClassVar[tuple[str, ...]] = ("pin_id", "updated_at")
 
     pin_id: str
     title: str | None = None

@@ -14,6 +14,7 @@ class RelevanceLabel(Event):
     table: ClassVar[str] = "labels"
     key_field: ClassVar[str] = "impression_id"
     time_field: ClassVar[str] = "labeled_at"
+    dedupe_key: ClassVar[tuple[str, ...]] = ("impression_id", "teacher_version")
 
     impression_id: str
     query: str

@@ -9,6 +9,7 @@ from schemas.enriched_impression import EnrichedImpression
 from schemas.impression import Impression
 from schemas.pin_caption import PinCaption
 from schemas.pin_content import PinContent
+from schemas.quality import QUALITY_MODELS
 from schemas.relevance_label import RelevanceLabel
 
 MODELS: tuple[type[Event], ...] = (
@@ -19,6 +20,8 @@ MODELS: tuple[type[Event], ...] = (
     Engagement,
     EnrichedImpression,
     RelevanceLabel,
+    # Tables the data-quality gate writes (no topic of their own).
+    *QUALITY_MODELS,
 )
 BY_TOPIC: dict[str, type[Event]] = {m.topic: m for m in MODELS}
 BY_TABLE: dict[str, type[Event]] = {m.table: m for m in MODELS}

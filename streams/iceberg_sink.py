@@ -25,6 +25,7 @@ from infra.config import Settings
 from schemas.base import Event
 from streams.arrow_rows import SourcePosition, to_arrow
 from streams.decode import DeadLetterWriter, Decoder
+from streams.dedupe import DayKeyIndex
 from streams.dlq import DeadLetter
 from streams.kafka_io import consumer, producer
 from streams.offsets import committed_offsets, offsets_property
@@ -38,6 +39,8 @@ class SinkStats:
     commits: int = 0
     dead_letters: int = 0
     skipped_already_committed: int = 0
+    # Same event key as a row already in the table (or earlier in the batch): kept once.
+    duplicates_dropped: int = 0
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -91,10 +94,14 @@ class IcebergSink:
         cfg = settings.sink
         self.batch_rows = batch_rows or cfg.batch_rows
         self.batch_seconds = batch_seconds if batch_seconds is not None else cfg.batch_seconds
+        self.decoder: Decoder[Event] = Decoder(topic, settings.decode, self.group_id)
+        model = self.decoder.model
         catalog = open_catalog(settings)
         ensure_namespace(catalog, settings.catalog.namespace)
-        self.table: Table = ensure_table(catalog, settings.catalog.namespace, table_name)
-        self.decoder: Decoder[Event] = Decoder(topic, settings.decode, self.group_id)
+        self.table: Table = ensure_table(
+            catalog, settings.catalog.namespace, table_name, schema_of=model.table
+        )
+        self.dedupe = DayKeyIndex(model.dedupe_key, model.time_field) if model.dedupe_key else None
         self.dead_letters = DeadLetterWriter(producer(settings))
         self.consumer = consumer(settings, self.group_id)
         self.batch = _Batch()
@@ -104,6 +111,8 @@ class IcebergSink:
 
     def seek_to_table(self, partitions: set[TopicPartition]) -> None:
         self.table = self.table.refresh()
+        if self.dedupe is not None:
+            self.dedupe.forget()
         offsets = committed_offsets(self.table, self.topic)
         for tp in partitions:
             if tp.partition in offsets:
@@ -126,6 +135,8 @@ class IcebergSink:
                 for records in polled.values():
                     for record in records:
                         self._take(record.partition, record.offset, record.value, record.key)
+                        if len(self.batch) >= self.batch_rows:
+                            self.commit()
                 if polled:
                     self.last_activity = time.monotonic()
                 if self._batch_due():
@@ -196,6 +207,10 @@ class IcebergSink:
             i for i, pos in enumerate(batch.positions) if pos.offset >= done.get(pos.partition, 0)
         ]
         self.stats.skipped_already_committed += len(batch.positions) - len(keep)
+        if self.dedupe is not None and keep:
+            fresh = self.dedupe.new_indices(self.table, [batch.events[i] for i in keep])
+            self.stats.duplicates_dropped += len(keep) - len(fresh)
+            keep = [keep[i] for i in fresh]
         merged = dict(done)
         for partition, offset in batch.next_offsets.items():
             merged[partition] = max(merged.get(partition, 0), offset)
@@ -220,5 +235,7 @@ class IcebergSink:
             datetime.now(UTC),
         )
         self.table.append(rows, snapshot_properties=offsets_property(self.topic, merged))
+        if self.dedupe is not None:
+            self.dedupe.remember([batch.events[i] for i in keep])
         self.stats.rows_committed += len(keep)
         self.stats.commits += 1
