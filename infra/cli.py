@@ -98,6 +98,28 @@ def _sink_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _tables_maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from infra.catalog import open_catalog
+    from streams.maintenance import maintain
+
+    catalog = open_catalog(settings)
+    namespace = settings.catalog.namespace
+    names = args.table or [t[-1] for t in catalog.list_tables(namespace)]
+    now = datetime.now(UTC)
+    for name in names:
+        report = maintain(
+            catalog.load_table(f"{namespace}.{name}"),
+            closed_before=(now - timedelta(days=args.closed_after_days)).date(),
+            expire_older_than=now - timedelta(hours=args.expire_after_hours),
+            orphan_older_than=now - timedelta(hours=args.orphan_after_hours),
+            retain_last=args.retain_last,
+        )
+        print(report.model_dump_json())
+    return 0
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from infra import demo
 
@@ -144,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
     p.add_argument("--max-rows", type=int)
     p.set_defaults(handler=_sink_run)
+
+    tables = sub.add_parser("tables", help="Iceberg table maintenance").add_subparsers(
+        dest="verb", required=True
+    )
+    p = tables.add_parser("maintain", help="compact closed days, expire snapshots, remove orphans")
+    p.add_argument("--table", action="append", help="table name (repeatable; default: all)")
+    p.add_argument("--closed-after-days", type=float, default=1.0)
+    p.add_argument("--expire-after-hours", type=float, default=24.0)
+    p.add_argument("--retain-last", type=int, default=10)
+    # Younger files may belong to a commit still in flight.
+    p.add_argument("--orphan-after-hours", type=float, default=1.0)
+    p.set_defaults(handler=_tables_maintain)
 
     sub.add_parser("demo", help="run the platform end to end").set_defaults(handler=_demo)
     for module in COMMAND_MODULES:

@@ -10,8 +10,10 @@ lag; offsets only ever grow, so the maximum is the truth.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 PREFIX = "freshlabel.offsets."
 
@@ -20,17 +22,22 @@ def property_name(topic: str) -> str:
     return PREFIX + topic
 
 
+def snapshot_offsets(snapshot: Snapshot) -> Iterator[tuple[str, int, int]]:
+    """(topic, partition, next offset) recorded in one snapshot's summary."""
+    props = snapshot.summary.additional_properties if snapshot.summary is not None else {}
+    for key, raw in props.items():
+        if key.startswith(PREFIX):
+            for partition, offset in json.loads(raw).items():
+                yield key.removeprefix(PREFIX), int(partition), int(offset)
+
+
 def committed_offsets(table: Table, topic: str) -> dict[int, int]:
     """Next offset to read per partition, as recorded in the table's snapshots."""
-    key = property_name(topic)
     best: dict[int, int] = {}
     for snapshot in table.metadata.snapshots:
-        summary = snapshot.summary
-        raw = summary.additional_properties.get(key) if summary is not None else None
-        if raw is None:
-            continue
-        for partition, offset in json.loads(raw).items():
-            best[int(partition)] = max(best.get(int(partition), 0), int(offset))
+        for t, partition, offset in snapshot_offsets(snapshot):
+            if t == topic:
+                best[partition] = max(best.get(partition, 0), offset)
     return best
 
 
