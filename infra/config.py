@@ -9,6 +9,7 @@ defaults below, which describe the embedded single-machine stack.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Topics that carry events, with the schemas/ model each one holds.
 EVENT_TOPICS = ("impressions", "pin_content", "pin_captions", "board_saves", "engagements")
 DERIVED_TOPICS = ("impressions.enriched", "labels")
+# Data-quality alerts (quality/alerts.py); the default of `quality.alerts_topic`.
+DQ_ALERTS_TOPIC = "dq.alerts"
 
 
 class BrokerSettings(BaseModel):
@@ -86,7 +89,7 @@ class TopicSettings(BaseModel):
     @property
     def all_topics(self) -> list[str]:
         topics = [*EVENT_TOPICS, *DERIVED_TOPICS]
-        return topics + [f"{t}.dlq" for t in topics]
+        return topics + [f"{t}.dlq" for t in topics] + [DQ_ALERTS_TOPIC]
 
 
 class CatalogSettings(BaseModel):
@@ -130,24 +133,57 @@ class GeneratorSettings(BaseModel):
     queries_file: Path | None = PROJECT_ROOT.parent / "shared" / "data" / "wands" / "query.csv"
     # Hidden ground truth (relevance, feature history); defaults to <state_dir>/world/.
     truth_dir: Path | None = None
+    # Simulated clock: day 0 of the run. Oct 1 spans Halloween, Thanksgiving and the run-up
+    # to Christmas in the default 56 days, so seasonal queries rise and fall.
+    start: datetime = datetime(2026, 10, 1, tzinfo=UTC)
+    # Pins shown per request at most (positions 1..page_size; a request shows half to all).
+    page_size: int = Field(default=10, ge=1)
+    # Share of impressions, engagements and board saves delivered late: produced
+    # `late_by_s` (x0.5..1.5) after their event time, to exercise late-record handling.
+    late_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    late_by_s: float = Field(default=3600.0, gt=0.0)
+    # Rows of the labeled sample (`freshlabel generate --labeled-sample PATH`).
+    sample_rows: int = Field(default=5_000, ge=1)
 
 
 class FlinkSettings(BaseModel):
-    """The enrichment job and the embedded Flink cluster that runs it."""
+    """The enrichment job and the embedded Flink cluster that runs it (docs/enrichment.md)."""
 
+    # `freshlabel up` starts the embedded cluster only when enabled: two JVMs cost ~1.5 GB
+    # and several seconds, which stacks that never run a Flink job should not pay.
+    enabled: bool = False
+    host: str = "127.0.0.1"
     rest_port: int = 18081
+    jobmanager_rpc_port: int = 16123
+    task_slots: int = 2
+    jobmanager_memory: str = "1024m"
+    taskmanager_memory: str = "1728m"
+    # The virtual environment whose apache-flink package provides FLINK_HOME and the
+    # interpreter that submits jobs (PyFlink pins pyarrow<17, so it lives apart).
+    venv: Path = PROJECT_ROOT / ".venv-flink"
     parallelism: int = 1
     checkpoint_interval_s: float = 10.0
     # A topic partition with no data holds the watermark back without this.
     source_idle_timeout_s: float = 2.0
     watermark_delay_s: float = 5.0
     # Records later than this behind the watermark are late: counted and sent to the DLQ.
+    # The join emits an impression once the watermark minus this passes it (the output is
+    # append-only, so results cannot be corrected later): latency = delay + lateness.
     allowed_lateness_s: float = 60.0
     top_queries_window_days: int = 30
     top_queries_slide_hours: int = 24
     top_queries_k: int = 5
+    top_boards_window_days: int = 30
+    top_boards_slide_hours: int = 24
     top_boards_k: int = 5
+    job_name: str = "freshlabel-enrich"
+    consumer_group: str = "freshlabel-enrich"
+    # Records {"event_time": T} here move the job's event-time clock to T when every other
+    # topic is idle: how a finite replay flushes its last impressions (docs/enrichment.md).
+    clock_topic: str = "enrich.clock"
     health_timeout_s: float = 90.0
+    submit_timeout_s: float = 180.0
+    savepoint_timeout_s: float = 120.0
 
 
 class TritonSettings(BaseModel):
@@ -165,22 +201,203 @@ class TritonSettings(BaseModel):
     health_timeout_s: float = 120.0
     request_timeout_s: float = 30.0
     max_in_flight: int = 64
+    # Client retries of UNAVAILABLE / DEADLINE_EXCEEDED, with exponential backoff.
+    retries: int = 3
+    retry_backoff_s: float = 0.2
+    # Seconds Triton waits for in-flight requests when stopped.
+    exit_timeout_s: float = 10.0
+    # `configs/<name>.pbtxt` of the model to serve instead of config.pbtxt ("gpu" in
+    # production: `freshlabel teacher export` writes both).
+    model_config_name: str | None = None
+    # Written into config.pbtxt by `teacher export`: dynamic batching and instances.
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 5000
+    cpu_instances: int = 1
+    gpu_instances: int = 1
+    # torch intra-op threads per model instance; 0 leaves torch's default (all cores).
+    model_threads: int = 0
 
 
 class TeacherSettings(BaseModel):
-    """Where trained teachers live and how their input text is built."""
+    """Where trained teachers live, how they are trained and how their input is built."""
 
-    # A trained teacher directory; `freshlabel up` serves it when set and exported.
+    # A trained teacher directory; `freshlabel up` serves it when set (exporting it into
+    # the Triton repository as version 1 if the repository has no version yet).
     model_dir: Path | None = None
-    max_length: int = 192
+    # Where `make teacher` puts the real-data teacher.
+    teachers_dir: Path = PROJECT_ROOT / ".freshlabel" / "teachers"
+    max_length: int = 128
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    val_fraction: float = 0.2
+    patience: int = 1
+    seed: int = 13
+    infer_batch_size: int = 64
+
+
+Severity = Literal["critical", "warning"]
+
+
+class CheckRule(BaseModel):
+    """One data-quality check of one table: its threshold and how bad a failure is.
+
+    critical: the offending rows go to `<table>_quarantine` (never dropped), the rest of
+    the batch commits; warning: everything commits and an alert goes out. Units of
+    `min`/`max` depend on the check (docs/quality.md lists them).
+    """
+
+    severity: Severity = "warning"
+    enabled: bool = True
+    min: float | None = None
+    max: float | None = None
+    # Allowed values: countries, locales, label scales, score formulas.
+    values: list[str] | None = None
+    # Columns the check covers (required keys, text lengths, the time column of a lag).
+    columns: list[str] | None = None
+    # Batch-level statistics are judged only on batches with at least this many rows.
+    min_rows: int = 1
+
+
+# Markets the platform serves (the generator's among them).
+_KNOWN_COUNTRIES = (  # noqa: SIM905
+    "US CA MX BR AR CL CO PE GB IE FR DE AT CH NL BE LU ES PT IT SE NO DK FI PL CZ HU RO GR "
+    "TR RU UA IL AE SA EG ZA NG KE IN PK ID MY SG PH TH VN CN HK TW JP KR AU NZ"
+).split()
+_KNOWN_LOCALES = (  # noqa: SIM905
+    "en-US en-GB en-CA en-AU en-NZ en-IE en-IN en-SG en-ZA en-NG en-KE en-PH fr-FR fr-CA "
+    "fr-BE fr-CH de-DE de-AT de-CH nl-NL nl-BE es-ES es-MX es-AR es-CL es-CO es-PE es-US "
+    "pt-BR pt-PT it-IT it-CH sv-SE nb-NO da-DK fi-FI pl-PL cs-CZ hu-HU ro-RO el-GR tr-TR "
+    "ru-RU uk-UA he-IL ar-AE ar-SA ar-EG hi-IN ur-PK id-ID ms-MY th-TH vi-VN zh-CN zh-HK "
+    "zh-TW ja-JP ko-KR"
+).split()
+_FEATURE_TEXT = ["title", "description", "link_title", "link_description", "caption"]
+
+# Per table, per check. A partial override (YAML or FRESHLABEL_QUALITY__TABLES__...) is
+# merged over these, so one threshold can change without restating the rest.
+DEFAULT_CHECKS: dict[str, dict[str, dict[str, Any]]] = {
+    "impressions_enriched": {
+        "required_keys": {
+            "severity": "critical",
+            "min": 1,
+            "columns": ["impression_id", "request_id", "user_id", "query", "pin_id"],
+        },
+        "country_known": {"severity": "critical", "values": _KNOWN_COUNTRIES},
+        "locale_known": {"severity": "critical", "values": _KNOWN_LOCALES},
+        "query_length": {"severity": "critical", "min": 1, "max": 512, "columns": ["query"]},
+        "text_length": {"severity": "warning", "max": 8000, "columns": _FEATURE_TEXT},
+        # Seconds ahead of the sink's ingest time an event may claim (clock skew).
+        "event_time_not_future": {"severity": "critical", "max": 300, "columns": ["event_time"]},
+        # Seconds: rows older than the retention are refused (default 90 days).
+        "event_time_retention": {
+            "severity": "critical",
+            "max": 90 * 86400,
+            "columns": ["event_time"],
+        },
+        # Share of the batch's rows that carry the feature.
+        "caption_coverage": {"min": 0.5, "min_rows": 20, "columns": ["caption"]},
+        "board_titles_coverage": {"min": 0.3, "min_rows": 20, "columns": ["board_titles"]},
+        "top_queries_coverage": {"min": 0.2, "min_rows": 20, "columns": ["top_queries"]},
+        # KL divergence (nats) of the locale-language mix from the reference window's.
+        "query_language_mix": {"max": 0.5, "min_rows": 20, "columns": ["locale"]},
+        # Median rows per event-time minute, as a ratio of the reference window's median.
+        "volume": {"min": 0.2, "max": 5.0, "columns": ["event_time"]},
+        # Seconds from event time to ingest, 95th percentile of the batch.
+        "freshness_lag": {"max": 3600, "columns": ["event_time"]},
+    },
+    "labels": {
+        "required_keys": {
+            "severity": "critical",
+            "min": 1,
+            "columns": ["impression_id", "query", "pin_id", "input_hash"],
+        },
+        "teacher_version_present": {"severity": "critical", "columns": ["teacher_version"]},
+        "probs_in_range": {"severity": "critical", "min": 0.0, "max": 1.0},
+        # Absolute error of sum(probs) from 1.
+        "probs_sum_to_one": {"severity": "critical", "max": 1e-3},
+        # label_scale == len(probs); `values` may also pin the allowed scales, e.g. ["4"].
+        "label_scale_matches": {"severity": "critical"},
+        # |score - f(probs)| for any allowed f: sum(k * p_k), or that over (scale - 1).
+        "score_consistent": {
+            "severity": "critical",
+            "max": 1e-3,
+            "values": ["expected_grade", "normalized_expected_grade"],
+        },
+        # KL divergence (nats) of the argmax-label histogram from the reference window's.
+        "label_distribution": {"max": 0.25, "min_rows": 20},
+        "volume": {"min": 0.2, "max": 5.0, "columns": ["labeled_at"]},
+        "freshness_lag": {"max": 3600, "columns": ["labeled_at"]},
+    },
+}
+
+
+def _merged_checks(
+    override: dict[str, dict[str, Any]] | None,
+) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {
+        table: {check: dict(rule) for check, rule in checks.items()}
+        for table, checks in DEFAULT_CHECKS.items()
+    }
+    for table, checks in (override or {}).items():
+        for check, rule in (checks or {}).items():
+            given = rule.model_dump(exclude_unset=True) if isinstance(rule, BaseModel) else rule
+            merged.setdefault(table, {}).setdefault(check, {}).update(given or {})
+    return merged
+
+
+class LabelerSettings(BaseModel):
+    """The continuous labeler: enriched impressions -> teacher -> `labels` topic."""
+
+    group_id: str = "freshlabel-labeler"
+    # Rows taken per poll and scored together (the client splits them into Triton requests).
+    batch_rows: int = 2_000
+    request_rows: int = 64
+    cache_memory_items: int = 200_000
+    # Prometheus metrics on this port (127.0.0.1); 0 disables the endpoint.
+    metrics_port: int = 0
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
 
 
 class QualitySettings(BaseModel):
     """Data-quality checks run by the sink on every batch, and where alerts go."""
 
     enabled: bool = True
-    alerts_topic: str = "dq.alerts"
+    alerts_topic: str = DQ_ALERTS_TOPIC
+    # Slack-compatible incoming webhook; unset sends alerts to the topic and the log only.
     webhook_url: str | None = None
+    webhook_timeout_s: float = 5.0
+    webhook_retries: int = 3
+    webhook_backoff_s: float = 0.5
+    # A check that keeps failing alerts again at most once per this many seconds; the
+    # repeats in between are counted into that alert (and into the recovery message).
+    alert_repeat_s: float = 900.0
+    # Offending rows named (partition, offset, key) in one alert.
+    alert_sample_rows: int = 5
+    # The reference window of distribution checks: the table's last N batches within
+    # `reference_hours`; the checks start once it holds `reference_min_batches`.
+    reference_batches: int = 24
+    reference_hours: float = 24.0
+    reference_min_batches: int = 3
+    # Width of the event-time windows the volume check counts rows in.
+    volume_window_s: float = 60.0
+    tables: dict[str, dict[str, CheckRule]] = Field(
+        default_factory=lambda: {
+            t: {c: CheckRule(**r) for c, r in checks.items()}
+            for t, checks in DEFAULT_CHECKS.items()
+        }
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_table_checks(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tables" in data:
+            data = {**data, "tables": _merged_checks(data["tables"])}
+        return data
+
+    def rules_for(self, table: str) -> dict[str, CheckRule]:
+        """The enabled checks of `table` (empty for a table without a suite)."""
+        return {c: r for c, r in self.tables.get(table, {}).items() if r.enabled}
 
 
 class Settings(BaseSettings):
@@ -203,6 +420,7 @@ class Settings(BaseSettings):
     triton: TritonSettings = Field(default_factory=TritonSettings)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    labeler: LabelerSettings = Field(default_factory=LabelerSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,7 @@ from schemas.pin_caption import PinCaption
 from schemas.pin_content import PinContent
 from schemas.quality import QUALITY_MODELS
 from schemas.relevance_label import RelevanceLabel
+from schemas.training_example import TrainingExample
 
 MODELS: tuple[type[Event], ...] = (
     Impression,
@@ -20,6 +21,8 @@ MODELS: tuple[type[Event], ...] = (
     Engagement,
     EnrichedImpression,
     RelevanceLabel,
+    # Student training sets built from enriched rows and labels (no topic of their own).
+    TrainingExample,
     # Tables the data-quality gate writes (no topic of their own).
     *QUALITY_MODELS,
 )

@@ -1,0 +1,1 @@
+"""Continuous labeling: the teacher labels every enriched impression, tied to its version."""

@@ -1,0 +1,119 @@
+"""The labeler's health as Prometheus metrics, plus a status file `freshlabel status` reads."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from kafka import KafkaConsumer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from infra.config import Settings
+from schemas import EnrichedImpression, RelevanceLabel
+
+
+class LabelerMetrics:
+    def __init__(self, settings: Settings) -> None:
+        self.registry = CollectorRegistry()
+        self.status_path = settings.state_dir / "labeler" / "status.json"
+        self.labels = Counter(
+            "freshlabel_labels_total", "Labels written", ["teacher_version"], registry=self.registry
+        )
+        self.dead_letters = Counter(
+            "freshlabel_labeler_dead_letters_total",
+            "Enriched rows sent to the DLQ",
+            registry=self.registry,
+        )
+        self.scorer_errors = Counter(
+            "freshlabel_teacher_errors_total",
+            "Failed teacher calls (retried)",
+            registry=self.registry,
+        )
+        self.scorer_latency = Histogram(
+            "freshlabel_teacher_batch_seconds",
+            "Time to score one batch of cache misses",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.hit_rate = Gauge(
+            "freshlabel_dedup_hit_rate",
+            "Share of rows whose score came from the cache",
+            registry=self.registry,
+        )
+        self.backlog = Gauge(
+            "freshlabel_labeler_backlog", "Enriched rows not yet labeled", registry=self.registry
+        )
+        self.rate = Gauge(
+            "freshlabel_labels_per_second",
+            "Labels per second over the last minute",
+            registry=self.registry,
+        )
+        self.event_lag = Histogram(
+            "freshlabel_label_event_lag_seconds",
+            "Impression event time to label produced (visibility in Iceberg adds the sink's "
+            "commit interval)",
+            buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600),
+            registry=self.registry,
+        )
+        self._recent: deque[tuple[float, int]] = deque()
+        self._latencies: deque[float] = deque(maxlen=1000)
+        if settings.labeler.metrics_port:
+            start_http_server(
+                settings.labeler.metrics_port, addr="127.0.0.1", registry=self.registry
+            )
+
+    def observe_backlog(self, consumer: KafkaConsumer) -> None:
+        backlog = 0
+        for tp in consumer.assignment():
+            # The high watermark from fetch responses: ListOffsets "latest" is wrong on Tansu.
+            high = consumer.highwater(tp)
+            position = consumer.position(tp) if high is not None else None
+            if high is not None and position is not None:
+                backlog += max(0, high - position)
+        self.backlog.set(backlog)
+
+    def record_batch(
+        self, labels: Sequence[RelevanceLabel], rows: Sequence[EnrichedImpression], hit_rate: float
+    ) -> None:
+        now = time.time()
+        for label in labels:
+            self.labels.labels(label.teacher_version).inc()
+        for row in rows:
+            self.event_lag.observe(max(0.0, now - row.event_time.timestamp()))
+        self.hit_rate.set(hit_rate)
+        self._recent.append((now, len(labels)))
+        while self._recent and self._recent[0][0] < now - 60:
+            self._recent.popleft()
+        span = max(1.0, now - self._recent[0][0]) if self._recent else 1.0
+        self.rate.set(sum(n for _, n in self._recent) / span)
+        self.write_status()
+
+    def snapshot(self) -> dict[str, Any]:
+        def value(metric: Any, suffix: str = "") -> float:
+            total = 0.0
+            for family in metric.collect():
+                for sample in family.samples:
+                    if sample.name.endswith(suffix):
+                        total += sample.value
+            return total
+
+        return {
+            "labels_total": value(self.labels, "_total"),
+            "labels_per_s": round(self.rate._value.get(), 2),
+            "dedup_hit_rate": round(self.hit_rate._value.get(), 4),
+            "backlog": self.backlog._value.get(),
+            "teacher_errors": value(self.scorer_errors, "_total"),
+            "teacher_batches": value(self.scorer_latency, "_count"),
+            "teacher_seconds": round(value(self.scorer_latency, "_sum"), 3),
+            "dead_letters": value(self.dead_letters, "_total"),
+            "updated_at": time.time(),
+        }
+
+    def write_status(self) -> None:
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.snapshot()))
+        tmp.replace(self.status_path)

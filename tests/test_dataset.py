@@ -1,0 +1,84 @@
+"""Training sets on a real catalog: one label per impression and version, streamed to torch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from torch.utils.data import DataLoader
+
+from infra.catalog import ensure_namespace, ensure_table, open_catalog
+from infra.config import Settings
+from schemas import EnrichedImpression, RelevanceLabel
+from serving.dataset import TrainingSetDataset, build_training_set
+from streams.arrow_rows import SourcePosition, to_arrow
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def _append(settings: Settings, table_name: str, events: list) -> None:  # type: ignore[type-arg]
+    catalog = open_catalog(settings)
+    ensure_namespace(catalog, "freshlabel")
+    table = ensure_table(catalog, "freshlabel", table_name)
+    positions = [SourcePosition(0, i) for i in range(len(events))]
+    table.append(to_arrow(table, events, positions, "test", datetime.now(UTC)))
+
+
+def _label(i: int, version: str, probs: list[float], at: datetime) -> RelevanceLabel:
+    return RelevanceLabel(
+        impression_id=f"i-{i}",
+        query=f"q {i % 7}",
+        pin_id=f"p-{i}",
+        teacher_version=version,
+        label_scale=len(probs),
+        probs=probs,
+        score=sum((k + 1) * p for k, p in enumerate(probs)),
+        labeled_at=at,
+        input_hash=f"h{i}",
+    )
+
+
+def test_build_and_stream_a_training_set(settings: Settings) -> None:
+    enriched = [
+        EnrichedImpression(
+            impression_id=f"i-{i}",
+            request_id="r",
+            user_id="u",
+            query=f"q {i % 7}",
+            pin_id=f"p-{i}",
+            position=1,
+            country="DE",
+            locale="de-DE",
+            event_time=T0 + timedelta(hours=i),
+            title=f"Plätzchen {i}",
+            caption="ein Teller mit Keksen" if i % 2 else None,
+            board_titles=["Weihnachten"] if i % 3 == 0 else None,
+        )
+        for i in range(50)
+    ]
+    _append(settings, "impressions_enriched", enriched)
+    v1 = [_label(i, "v1", [0.7, 0.1, 0.1, 0.1], T0) for i in range(50)]
+    v2 = [_label(i, "v2", [0.1, 0.1, 0.2, 0.6], T0 + timedelta(days=1)) for i in range(40)]
+    # a relabel of the same impression by v2 later: the newer label wins
+    v2_again = [_label(i, "v2", [0.05, 0.8, 0.1, 0.05], T0 + timedelta(days=2)) for i in range(5)]
+    _append(settings, "labels", v1 + v2 + v2_again)
+
+    assert build_training_set(settings, "v2", "students_v2") == 40
+    assert build_training_set(settings, "v2", "students_v2") == 40  # idempotent
+    table = open_catalog(settings).load_table("freshlabel.students_v2")
+    rows = {r["impression_id"]: r for r in table.scan().to_arrow().to_pylist()}
+    assert len(rows) == 40
+    assert rows["i-0"]["label"] == 2 and rows["i-10"]["label"] == 4
+    assert rows["i-3"]["board_titles"] == ["Weihnachten"] and rows["i-2"]["caption"] is None
+    assert rows["i-1"]["title"] == "Plätzchen 1"
+
+    batches = list(TrainingSetDataset(settings, "students_v2", "v2", batch_size=16))
+    assert [len(b["query"]) for b in batches] == [16, 16, 8]
+    assert batches[0]["probs"].shape == (16, 4)
+    assert "title: Plätzchen" in batches[0]["pin_text"][0]
+    loader = DataLoader(
+        TrainingSetDataset(settings, "students_v2", "v2", batch_size=8),
+        batch_size=None,
+        num_workers=2,
+    )
+    seen = [i for batch in loader for i in batch["impression_id"]]
+    assert sorted(seen) == sorted(rows)
