@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from pyiceberg.exceptions import CommitFailedException
@@ -30,6 +31,9 @@ from streams.dlq import DeadLetter
 from streams.kafka_io import consumer, producer
 from streams.offsets import committed_offsets, offsets_property
 
+if TYPE_CHECKING:
+    from quality.gate import QualityGate
+
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +45,8 @@ class SinkStats:
     skipped_already_committed: int = 0
     # Same event key as a row already in the table (or earlier in the batch): kept once.
     duplicates_dropped: int = 0
+    # Rows a critical data-quality check sent to `<table>_quarantine` (quality/gate.py).
+    rows_quarantined: int = 0
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -102,6 +108,11 @@ class IcebergSink:
             catalog, settings.catalog.namespace, table_name, schema_of=model.table
         )
         self.dedupe = DayKeyIndex(model.dedupe_key, model.time_field) if model.dedupe_key else None
+        self.gate: QualityGate | None = None
+        if settings.quality.enabled:
+            from quality.gate import QualityGate  # pandas and GX load only when enabled
+
+            self.gate = QualityGate(settings, catalog)
         self.dead_letters = DeadLetterWriter(producer(settings))
         self.consumer = consumer(settings, self.group_id)
         self.batch = _Batch()
@@ -156,6 +167,8 @@ class IcebergSink:
         finally:
             self.consumer.close(autocommit=False)
             self.dead_letters.producer.close()
+            if self.gate is not None:
+                self.gate.close()
         self.stats.dead_letters_by_reason = self.decoder.counters.by_reason()
         return self.stats
 
@@ -234,8 +247,14 @@ class IcebergSink:
             batch_id,
             datetime.now(UTC),
         )
+        table_name = self.table.name()[-1]
+        if self.gate is not None and self.gate.applies_to(table_name):
+            # Critical failures go to quarantine (their offsets still count as consumed).
+            outcome = self.gate.guard(table_name, rows, batch_id)
+            rows = outcome.passed
+            self.stats.rows_quarantined += outcome.quarantined.num_rows
         self.table.append(rows, snapshot_properties=offsets_property(self.topic, merged))
         if self.dedupe is not None:
             self.dedupe.remember([batch.events[i] for i in keep])
-        self.stats.rows_committed += len(keep)
+        self.stats.rows_committed += rows.num_rows
         self.stats.commits += 1
