@@ -16,7 +16,13 @@ from infra.config import Settings, load_settings
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 # Each area adds its verbs through `register(subparsers)`; handlers take (args, settings).
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "streams.generator.cli",
+    "streams.enrich.cli",
+    "quality.cli",
+    "serving.cli",
+    "serving.labeler.cli",
+)
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:

@@ -81,6 +81,73 @@ class LabelerStats:
     versions: dict[str, int] = field(default_factory=dict)
 
 
+class LabelMaker:
+    """Rows -> labels: teacher input, cache lookup under the served version, score misses."""
+
+    def __init__(self, scorer: Scorer, cache: ScoreCache, metrics: LabelerMetrics) -> None:
+        self.scorer = scorer
+        self.cache = cache
+        self.metrics = metrics
+        self.cache_hits = 0
+        self.scored = 0
+
+    async def labels_for(self, rows: list[EnrichedImpression]) -> list[RelevanceLabel]:
+        version, _ = await self.scorer.served()
+        texts = [teacher_input(r) for r in rows]
+        hashes = [input_hash(r.query, t) for r, t in zip(rows, texts, strict=True)]
+        keys = [cache_key(r.query, r.pin_id, h, version) for r, h in zip(rows, hashes, strict=True)]
+        found = self.cache.get_many(keys)
+        self.cache_hits += sum(1 for k in keys if k in found)
+        # Score each distinct miss once.
+        missing = {k: i for i, k in enumerate(keys) if k not in found}
+        scored: dict[int, ScoredPair] = {}
+        if missing:
+            order = list(missing.values())
+            started = time.monotonic()
+            results = await self.scorer.score(
+                [rows[i].query for i in order], [texts[i] for i in order]
+            )
+            self.metrics.scorer_latency.observe(time.monotonic() - started)
+            self.scored += len(order)
+            scored = dict(zip(order, results, strict=True))
+            self.cache.put_many(
+                (
+                    cache_key(rows[i].query, rows[i].pin_id, hashes[i], r.teacher_version),
+                    CachedScore(probs=r.probs, score=r.score, label_scale=r.label_scale),
+                )
+                for i, r in scored.items()
+            )
+        now = datetime.now(UTC)
+        labels = []
+        for i, (row, key) in enumerate(zip(rows, keys, strict=True)):
+            if key in found:
+                hit = found[key]
+                probs, score, used_version, used_scale = (
+                    hit.probs,
+                    hit.score,
+                    version,
+                    hit.label_scale,
+                )
+            else:
+                pair = scored[missing[key]]
+                probs, score = pair.probs, pair.score
+                used_version, used_scale = pair.teacher_version, pair.label_scale
+            labels.append(
+                RelevanceLabel(
+                    impression_id=row.impression_id,
+                    query=row.query,
+                    pin_id=row.pin_id,
+                    teacher_version=used_version,
+                    label_scale=used_scale,
+                    probs=probs,
+                    score=score,
+                    labeled_at=now,
+                    input_hash=hashes[i],
+                )
+            )
+        return labels
+
+
 class Labeler:
     def __init__(self, settings: Settings, scorer: Scorer, metrics: LabelerMetrics | None = None):
         self.settings = settings
@@ -98,6 +165,7 @@ class Labeler:
             settings, self.cfg.group_id, SOURCE_TOPIC, max_poll_records=self.cfg.batch_rows
         )
         self.metrics = metrics or LabelerMetrics(settings)
+        self.maker = LabelMaker(scorer, self.cache, self.metrics)
         self.stats = LabelerStats()
 
     async def run(
@@ -142,7 +210,7 @@ class Labeler:
                 self.metrics.dead_letters.inc()
             else:
                 rows.append(decoded)
-        labels = await self._with_retries(lambda: self._labels_for(rows)) if rows else []
+        labels = await self._with_retries(lambda: self.maker.labels_for(rows)) if rows else []
         futures = [
             self.producer.send(LABELS_TOPIC, key=label.key.encode(), value=label.to_bytes())
             for label in labels
@@ -158,6 +226,7 @@ class Labeler:
             # sink keeps one row per (impression, version).
             log.warning("offset commit refused after a rebalance; rows will be relabeled")
         self.stats.rows += len(records)
+        self.stats.cache_hits, self.stats.scored = self.maker.cache_hits, self.maker.scored
         self.stats.labels += len(labels)
         for label in labels:
             self.stats.versions[label.teacher_version] = (
@@ -189,62 +258,6 @@ class Labeler:
         finally:
             if paused:
                 self.consumer.resume(*self.consumer.paused())
-
-    async def _labels_for(self, rows: list[EnrichedImpression]) -> list[RelevanceLabel]:
-        version, _ = await self.scorer.served()
-        texts = [teacher_input(r) for r in rows]
-        hashes = [input_hash(r.query, t) for r, t in zip(rows, texts, strict=True)]
-        keys = [cache_key(r.query, r.pin_id, h, version) for r, h in zip(rows, hashes, strict=True)]
-        found = self.cache.get_many(keys)
-        self.stats.cache_hits += sum(1 for k in keys if k in found)
-        # Score each distinct miss once.
-        missing = {k: i for i, k in enumerate(keys) if k not in found}
-        scored: dict[int, ScoredPair] = {}
-        if missing:
-            order = list(missing.values())
-            started = time.monotonic()
-            results = await self.scorer.score(
-                [rows[i].query for i in order], [texts[i] for i in order]
-            )
-            self.metrics.scorer_latency.observe(time.monotonic() - started)
-            self.stats.scored += len(order)
-            scored = dict(zip(order, results, strict=True))
-            self.cache.put_many(
-                (
-                    cache_key(rows[i].query, rows[i].pin_id, hashes[i], r.teacher_version),
-                    CachedScore(probs=r.probs, score=r.score, label_scale=r.label_scale),
-                )
-                for i, r in scored.items()
-            )
-        now = datetime.now(UTC)
-        labels = []
-        for i, (row, key) in enumerate(zip(rows, keys, strict=True)):
-            if key in found:
-                hit = found[key]
-                probs, score, used_version, used_scale = (
-                    hit.probs,
-                    hit.score,
-                    version,
-                    hit.label_scale,
-                )
-            else:
-                pair = scored[missing[key]]
-                probs, score = pair.probs, pair.score
-                used_version, used_scale = pair.teacher_version, pair.label_scale
-            labels.append(
-                RelevanceLabel(
-                    impression_id=row.impression_id,
-                    query=row.query,
-                    pin_id=row.pin_id,
-                    teacher_version=used_version,
-                    label_scale=used_scale,
-                    probs=probs,
-                    score=score,
-                    labeled_at=now,
-                    input_hash=hashes[i],
-                )
-            )
-        return labels
 
 
 def _next_offsets(records: list) -> dict[TopicPartition, OffsetAndMetadata]:  # type: ignore[type-arg]

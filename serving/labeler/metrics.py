@@ -16,7 +16,7 @@ from schemas import EnrichedImpression, RelevanceLabel
 
 
 class LabelerMetrics:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, serve: bool = True) -> None:
         self.registry = CollectorRegistry()
         self.status_path = settings.state_dir / "labeler" / "status.json"
         self.labels = Counter(
@@ -60,7 +60,7 @@ class LabelerMetrics:
         )
         self._recent: deque[tuple[float, int]] = deque()
         self._latencies: deque[float] = deque(maxlen=1000)
-        if settings.labeler.metrics_port:
+        if serve and settings.labeler.metrics_port:
             start_http_server(
                 settings.labeler.metrics_port, addr="127.0.0.1", registry=self.registry
             )

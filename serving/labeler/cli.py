@@ -1,0 +1,74 @@
+"""`freshlabel label run | backfill` and `freshlabel dataset build`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import UTC, datetime
+
+from infra.config import Settings
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.labeler.labeler import Labeler
+    from serving.labeler.triton_scorer import TritonScorer
+
+    async def main() -> dict[str, object]:
+        scorer = TritonScorer.from_settings(settings)
+        try:
+            stats = await Labeler(settings, scorer).run(
+                idle_timeout_s=args.idle_timeout, max_rows=args.max_rows
+            )
+        finally:
+            await scorer.close()
+        return stats.__dict__
+
+    print(json.dumps(asyncio.run(main())))
+    return 0
+
+
+def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.labeler.backfill import backfill
+
+    stats = asyncio.run(backfill(settings, args.teacher_version, _since(args.since)))
+    print(stats.model_dump_json())
+    return 0
+
+
+def _dataset_build(args: argparse.Namespace, settings: Settings) -> int:
+    from serving.dataset import build_training_set
+
+    rows = build_training_set(settings, args.teacher_version, args.out, _since(args.since))
+    print(f"{settings.catalog.namespace}.{args.out}: {rows} rows of teacher {args.teacher_version}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    label = sub.add_parser("label", help="continuous teacher labeling").add_subparsers(
+        dest="verb", required=True
+    )
+    p = label.add_parser("run", help="label impressions.enriched into the labels topic")
+    p.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
+    p.add_argument("--max-rows", type=int)
+    p.set_defaults(handler=_run)
+    p = label.add_parser("backfill", help="relabel historic enriched rows with one version")
+    p.add_argument("--teacher-version", required=True)
+    p.add_argument("--since", help="ISO date/time of the oldest impression to relabel")
+    p.set_defaults(handler=_backfill)
+
+    dataset = sub.add_parser("dataset", help="student training sets").add_subparsers(
+        dest="verb", required=True
+    )
+    p = dataset.add_parser("build", help="join enriched rows with one version's labels")
+    p.add_argument("--teacher-version", required=True)
+    p.add_argument("--out", required=True, help="Iceberg table name to (re)write")
+    p.add_argument("--since", help="ISO date/time of the oldest impression")
+    p.set_defaults(handler=_dataset_build)

@@ -1,0 +1,64 @@
+"""Freshness: how long after an impression happened its label became visible in Iceberg.
+
+Visible = the commit of the labels-table snapshot that added the row. Each sink batch stamps
+its rows with `_ingested_at` just before committing, so a row's visibility time is the first
+snapshot at or after its `_ingested_at`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from datetime import datetime
+
+import numpy as np
+import pyarrow.compute as pc
+from pydantic import BaseModel
+from pyiceberg.catalog import Catalog
+from pyiceberg.expressions import AlwaysTrue, BooleanExpression, GreaterThanOrEqual
+
+
+class Freshness(BaseModel):
+    labels: int
+    lag_p50_s: float | None
+    lag_p95_s: float | None
+    lag_max_s: float | None
+
+
+def label_lags(catalog: Catalog, namespace: str, since: datetime | None = None) -> np.ndarray:
+    """Seconds from impression event time to label visibility, one per label row."""
+    row_filter: BooleanExpression = AlwaysTrue()
+    if since is not None:
+        row_filter = GreaterThanOrEqual("labeled_at", since.isoformat())
+    labels_table = catalog.load_table(f"{namespace}.labels")
+    labels = labels_table.scan(
+        row_filter=row_filter, selected_fields=("impression_id", "_ingested_at")
+    ).to_arrow()
+    enriched = (
+        catalog.load_table(f"{namespace}.impressions_enriched")
+        .scan(selected_fields=("impression_id", "event_time"))
+        .to_arrow()
+    )
+    at = pc.index_in(labels.column("impression_id"), value_set=enriched.column("impression_id"))
+    known = pc.is_valid(at)
+    labels, at = labels.filter(known), at.filter(known)
+    if labels.num_rows == 0:
+        return np.array([])
+    event_s = enriched.column("event_time").take(at).cast("int64").to_numpy() / 1e6
+    ingested_s = labels.column("_ingested_at").cast("int64").to_numpy() / 1e6
+    commits = sorted(s.timestamp_ms / 1000 for s in labels_table.metadata.snapshots)
+    visible = np.array(
+        [commits[min(bisect.bisect_left(commits, t), len(commits) - 1)] for t in ingested_s]
+    )
+    return np.maximum(visible - event_s, 0.0)
+
+
+def freshness(catalog: Catalog, namespace: str, since: datetime | None = None) -> Freshness:
+    lags = label_lags(catalog, namespace, since)
+    if lags.size == 0:
+        return Freshness(labels=0, lag_p50_s=None, lag_p95_s=None, lag_max_s=None)
+    return Freshness(
+        labels=int(lags.size),
+        lag_p50_s=round(float(np.percentile(lags, 50)), 3),
+        lag_p95_s=round(float(np.percentile(lags, 95)), 3),
+        lag_max_s=round(float(lags.max()), 3),
+    )

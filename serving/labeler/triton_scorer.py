@@ -1,0 +1,77 @@
+"""The labeler's view of the served teacher: Triton through the async gRPC client.
+
+Version and scale always come from what Triton reports (its model config parameters and the
+version number in each response), never from local configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from infra.config import Settings
+from serving.client import (
+    TeacherClient,
+    TeacherClientError,
+    TeacherUnavailable,
+    TeacherVersionMissing,
+)
+from serving.labeler.labeler import ScoredPair, ScorerUnavailable
+
+
+class TritonScorer:
+    def __init__(self, client: TeacherClient) -> None:
+        self.client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings, model_version: str = "") -> TritonScorer:
+        return cls(
+            TeacherClient.from_settings(
+                settings, model_version=model_version, batch_size=settings.labeler.request_rows
+            )
+        )
+
+    async def served(self) -> tuple[str, int]:
+        try:
+            params = await self.client.check()
+        except (TeacherUnavailable, TeacherVersionMissing) as exc:
+            # A version roll briefly unloads the model: wait for it like for an outage.
+            raise ScorerUnavailable(str(exc)) from exc
+        version = self.client.model_version
+        teacher = params.get(f"teacher_version.{version}") if version else None
+        scale = params.get(f"label_scale.{version}") if version else None
+        return teacher or params["teacher_version"], int(scale or params["label_scale"])
+
+    async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[ScoredPair]:
+        try:
+            results = await self.client.score(queries, pin_texts)
+        except (TeacherUnavailable, TeacherVersionMissing) as exc:
+            raise ScorerUnavailable(str(exc)) from exc
+        except TeacherClientError as exc:
+            if "exceeded" in str(exc):  # a deadline: the server is overloaded or restarting
+                raise ScorerUnavailable(str(exc)) from exc
+            raise
+        return [
+            ScoredPair(
+                probs=r.probs,
+                score=r.score,
+                teacher_version=r.teacher_version,
+                label_scale=len(r.probs),
+            )
+            for r in results
+        ]
+
+    async def model_version_of(self, teacher_version: str) -> str:
+        """The Triton version number that serves `teacher_version` (for backfills)."""
+        params = await self.client.check()
+        for key, value in params.items():
+            if key.startswith("teacher_version.") and value == teacher_version:
+                return key.split(".", 1)[1]
+        served = sorted(v for k, v in params.items() if k.startswith("teacher_version."))
+        raise TeacherVersionMissing(
+            f"teacher version {teacher_version!r} is not in the served repository "
+            f"(served: {', '.join(served) or 'none'}); export it with `freshlabel teacher "
+            "export --version N` and let Triton load it"
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
