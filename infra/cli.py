@@ -136,7 +136,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     shutil.rmtree(run_settings.state_dir, ignore_errors=True)
     report = demo.run(run_settings)
     demo.print_report(report)
-    demo.write_report(settings, report)
+    print(f"report written to {demo.write_report(settings, report)}")
     return 0
 
 

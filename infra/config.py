@@ -165,6 +165,10 @@ class FlinkSettings(BaseModel):
     checkpoint_interval_s: float = 10.0
     # A topic partition with no data holds the watermark back without this.
     source_idle_timeout_s: float = 2.0
+    # Input partitions whose event time runs ahead of the slowest by more than this are
+    # paused, so a backlog is read in event-time order across topics.
+    alignment_max_drift_s: float = 60.0
+    fetch_partition_bytes: int = 64 * 1024
     watermark_delay_s: float = 5.0
     # Records later than this behind the watermark are late: counted and sent to the DLQ.
     # The join emits an impression once the watermark minus this passes it (the output is
@@ -216,6 +220,12 @@ class TritonSettings(BaseModel):
     gpu_instances: int = 1
     # torch intra-op threads per model instance; 0 leaves torch's default (all cores).
     model_threads: int = 0
+    # "int8": dynamic int8 quantization of the encoders on CPU instances (see
+    # docs/benchmarks.md), "none": fp32.
+    quantize: str = "none"
+    # Seconds between scans of the repository for new versions (a roll without restart:
+    # export version N+1 and Triton swaps it in); 0 loads the repository once at start.
+    repository_poll_s: int = 0
 
 
 class TeacherSettings(BaseModel):
@@ -227,9 +237,11 @@ class TeacherSettings(BaseModel):
     # Where `make teacher` puts the real-data teacher.
     teachers_dir: Path = PROJECT_ROOT / ".freshlabel" / "teachers"
     max_length: int = 128
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 32
-    learning_rate: float = 5e-5
+    learning_rate: float = 8e-5
+    # Top encoder layers fine-tuned; the frozen rest is computed once and cached (CPU).
+    trainable_layers: int = 2
     val_fraction: float = 0.2
     patience: int = 1
     seed: int = 13
@@ -400,6 +412,21 @@ class QualitySettings(BaseModel):
         return {c: r for c, r in self.tables.get(table, {}).items() if r.enabled}
 
 
+class DemoSettings(BaseModel):
+    """`make demo`: a seeded world replayed through the whole platform."""
+
+    impressions: int = 6_000
+    sim_days: int = 28
+    seed: int = 11
+    # Without a configured teacher the demo trains a quick one on a labeled sample of
+    # another seed's world (a stand-in for human judgements).
+    quick_teacher_rows: int = 1_500
+    quick_teacher_epochs: int = 2
+    # Seconds the sinks and the labeler wait without new records before they finish.
+    idle_timeout_s: float = 25.0
+    timeout_s: float = 1_800.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRESHLABEL_", env_nested_delimiter="__", extra="forbid"
@@ -421,6 +448,7 @@ class Settings(BaseSettings):
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
     labeler: LabelerSettings = Field(default_factory=LabelerSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,95 +1,368 @@
-"""`make demo`: bring the stack up, push every event type through broker and sink into
-Iceberg, print a report (also written as JSON), and bring the stack down."""
+"""`make demo`: the whole platform on one machine, end to end, with a report.
+
+generator -> Kafka -> Flink enrichment -> sink -> Iceberg -> labeler -> Triton teacher
+-> labels -> sink -> Iceberg, then a burst of bad data through the quality gate. The
+report (stdout and `<state>/demo-report.json`) says what went in, what came out, and how
+correct and fresh it is against the generator's hidden truth.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from infra import stack
 from infra.catalog import open_catalog
-from infra.config import EVENT_TOPICS, Settings
-from schemas.topics import dlq_topic, model_for_topic
-from streams.iceberg_sink import IcebergSink
-from streams.kafka_io import producer, read_all
-from streams.produce import produce_events
-from streams.samples import sample_events
+from infra.config import PROJECT_ROOT, Settings
 
-# One of each kind of bad input the decode step refuses, sent to the impressions topic.
-BAD_RECORDS: list[tuple[str, bytes]] = [
-    ("malformed_json", b'{"impression_id": "x", '),
-    ("invalid_utf8", b'{"impression_id": "\xff\xfe"}'),
-    ("missing_field", b'{"impression_id": "imp-bad-1"}'),
-    ("empty_value", b""),
-]
+DLQ_TOPICS = (
+    "impressions.dlq",
+    "pin_content.dlq",
+    "pin_captions.dlq",
+    "board_saves.dlq",
+    "engagements.dlq",
+    "impressions.enriched.dlq",
+)
+
+
+def log(message: str) -> None:
+    print(f"[demo {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+def _configured_teacher(settings: Settings) -> Path | None:
+    if settings.teacher.model_dir is not None:
+        return Path(settings.teacher.model_dir)
+    default = settings.teacher.teachers_dir / "crowdflower"
+    return default if (default / "manifest.json").exists() else None
+
+
+def quick_teacher(settings: Settings, work: Path) -> Path:
+    """Train a small teacher on a labeled sample of *another* seed's world, so it is judged
+    on impressions it never saw."""
+    from serving.teacher.data import load_pairs
+    from serving.teacher.train import TrainConfig, train_teacher
+    from streams.generator.sample import write_labeled_sample
+
+    demo = settings.demo
+    sample_settings = settings.model_copy(deep=True)
+    sample_settings.generator.seed = demo.seed + 1000
+    sample = work / "world-sample.parquet"
+    write_labeled_sample(sample_settings, sample, rows=demo.quick_teacher_rows)
+    out = work / "quick-teacher"
+    config = TrainConfig(epochs=demo.quick_teacher_epochs, max_length=96)
+    train_teacher(load_pairs(sample, "world"), out, config, version=f"world-quick-s{demo.seed}")
+    return out
+
+
+def _demo_settings(settings: Settings, teacher_dir: Path) -> Settings:
+    s = settings.model_copy(deep=True)
+    demo = s.demo
+    s.teacher.model_dir = teacher_dir
+    s.flink.enabled = True
+    s.generator.seed = demo.seed
+    s.generator.impressions = demo.impressions
+    s.generator.sim_days = demo.sim_days
+    # Replay simulated history that ends yesterday: nothing is "from the future".
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    s.generator.start = today - timedelta(days=demo.sim_days + 1)
+    s.generator.truth_dir = s.state_dir / "world"
+    # Replayed impressions are days old when they arrive: the live freshness SLA of the
+    # enriched table would flag every batch of a replay.
+    rules = s.quality.tables.get("impressions_enriched", {})
+    if "freshness_lag" in rules:
+        rules["freshness_lag"].max = float((demo.sim_days + 2) * 86400)
+    return s
+
+
+def _spawn(settings_env: dict[str, str], *args: str, log_to: Path) -> subprocess.Popen[bytes]:
+    log_to.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", *args],
+        env=settings_env,
+        cwd=PROJECT_ROOT,
+        stdout=open(log_to, "wb"),  # noqa: SIM115 - the child owns it
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _env_for(settings: Settings, settings_file: Path) -> dict[str, str]:
+    import os
+
+    settings_file.write_text(json.dumps(settings.model_dump(mode="json")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHLABEL_")}
+    env["FRESHLABEL_CONFIG"] = str(settings_file)
+    return env
 
 
 def run(settings: Settings) -> dict[str, Any]:
     started = time.monotonic()
-    stack.up(settings)
+    work = settings.state_dir
+    work.mkdir(parents=True, exist_ok=True)
+    configured = _configured_teacher(settings)
+    if configured is not None:
+        teacher_dir, teacher_source = configured, "configured"
+        log(f"teacher: configured, {teacher_dir}")
+    else:
+        log("no teacher configured: training a quick one on a labeled world sample")
+        teacher_dir, teacher_source = quick_teacher(settings, work), "quick-world-sample"
+    s = _demo_settings(settings, teacher_dir)
+    log("starting the stack (broker, catalog, Flink, Triton)")
+    stack.up(s)
     try:
-        return _pipeline(settings, started)
+        report = _pipeline(s, work)
     finally:
-        stack.down(settings)
+        log("stopping the stack")
+        stack.down(s)
+    manifest = json.loads((teacher_dir / "manifest.json").read_text())
+    report["teacher"] = {
+        "source": teacher_source,
+        "dir": str(teacher_dir),
+        "version": manifest.get("version"),
+        "scale": manifest.get("scale"),
+    }
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
 
 
-def _pipeline(settings: Settings, started: float) -> dict[str, Any]:
-    events = sample_events()
-    with producer(settings) as prod:
-        produced = produce_events(prod, events)
-        for _, value in BAD_RECORDS:
-            prod.send("impressions", key=b"bad", value=value)
-        prod.flush()
-    rows: dict[str, int] = {}
-    dead: Counter[str] = Counter()
-    catalog = open_catalog(settings)
-    for topic in EVENT_TOPICS:
-        table = model_for_topic(topic).table
-        sink = IcebergSink(settings, topic, table, batch_seconds=30)
-        stats = sink.run(idle_timeout_s=3.0)
-        dead.update(stats.dead_letters_by_reason)
-        scanned = catalog.load_table(f"{settings.catalog.namespace}.{table}").scan()
-        rows[table] = scanned.to_arrow().num_rows
-    dlq_records = {t: len(read_all(settings, dlq_topic(t), 2.0)) for t in EVENT_TOPICS}
-    sample = (
-        catalog.load_table(f"{settings.catalog.namespace}.impressions")
-        .scan(selected_fields=("impression_id", "query", "pin_id", "country", "event_time"))
-        .to_arrow()
-        .slice(0, 4)
-        .to_pylist()
+def _wait(procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout_s
+    codes: dict[str, int] = {}
+    for name, proc in procs.items():
+        try:
+            codes[name] = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            codes[name] = proc.wait()
+    return codes
+
+
+def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
+    from streams.enrich.operations import deploy
+    from streams.enrich.operations import stop as stop_job
+    from streams.generator.run import run as generate
+
+    log("deploying the Flink enrichment job")
+    deploy(s)
+    env = _env_for(s, work / "demo-settings.json")
+    idle = str(s.demo.idle_timeout_s)
+    logs = work / "logs"
+    procs = {
+        "enriched sink": _spawn(
+            env,
+            "sink",
+            "run",
+            "--topic",
+            "impressions.enriched",
+            "--batch-seconds",
+            "5",
+            "--idle-timeout",
+            idle,
+            log_to=logs / "demo-sink-enriched.log",
+        ),
+        "labeler": _spawn(
+            env, "label", "run", "--idle-timeout", idle, log_to=logs / "demo-labeler.log"
+        ),
+        "labels sink": _spawn(
+            env,
+            "sink",
+            "run",
+            "--topic",
+            "labels",
+            "--batch-seconds",
+            "5",
+            "--idle-timeout",
+            idle,
+            log_to=logs / "demo-sink-labels.log",
+        ),
+    }
+    log(
+        f"generating {s.generator.impressions} impressions over {s.generator.sim_days} "
+        "simulated days"
     )
+    generated = generate(s, kafka=True, truth=True)
+    log(
+        f"generated {generated.events} events in {generated.seconds:.0f} s; waiting for the "
+        "pipeline to drain"
+    )
+    codes = _wait(procs, s.demo.timeout_s)
+    labeler_stats = _last_json_line(logs / "demo-labeler.log")
+    stop_job(s, savepoint=False)
+    if any(codes.values()):
+        failed = {n: c for n, c in codes.items() if c}
+        raise RuntimeError(f"demo processes failed: {failed}; see {logs}/demo-*.log")
+
+    log("injecting a burst of bad data through the quality gate")
+    from quality.demo_burst import inject_bad_burst
+
+    burst = inject_bad_burst(s)
+    log("measuring")
+    report = _measure(s, generated.counts, labeler_stats)
+    report["dq_alerts"] = burst.dq_alerts
+    report["quarantined_rows"] = burst.quarantined_rows
+    report["dq_report"] = burst.html_report
+    report["dq_alert_summaries"] = burst.alert_summaries[:8]
+    return report
+
+
+def _last_json_line(path: Path) -> dict[str, Any]:
+    for line in reversed(path.read_text(errors="replace").splitlines()):
+        if line.startswith("{"):
+            try:
+                parsed: dict[str, Any] = json.loads(line)
+                return parsed
+            except json.JSONDecodeError:
+                continue
+    return {}
+
+
+def _qwk(a: np.ndarray, b: np.ndarray, scale: int) -> float:
+    observed = np.zeros((scale, scale))
+    for x, y in zip(a, b, strict=True):
+        observed[x - 1, y - 1] += 1
+    weights = np.array([[(i - j) ** 2 for j in range(scale)] for i in range(scale)]) / (
+        (scale - 1) ** 2
+    )
+    expected = np.outer(observed.sum(1), observed.sum(0)) / max(1, observed.sum())
+    denominator = (weights * expected).sum()
+    return float(1 - (weights * observed).sum() / denominator) if denominator else 0.0
+
+
+def _measure(s: Settings, produced: dict[str, int], labeler: dict[str, Any]) -> dict[str, Any]:
+    from serving.labeler.freshness import freshness
+    from streams.enrich.reference import pit_violations
+    from streams.generator.truth import load_truth
+    from streams.kafka_io import read_all
+
+    catalog = open_catalog(s)
+    ns = s.catalog.namespace
+    truth = load_truth(s.generator.truth_dir)  # type: ignore[arg-type]
+    enriched = catalog.load_table(f"{ns}.impressions_enriched").scan().to_arrow()
+    ids = enriched.column("impression_id").to_pylist()
+    impressions = produced.get("impressions", 0)
+    events = {
+        t: truth.events(t)
+        for t in ("impressions", "pin_content", "pin_captions", "board_saves", "engagements")
+    }
+    violations = pit_violations(enriched.to_pylist(), events, s.flink)
+    labels = (
+        catalog.load_table(f"{ns}.labels")
+        .scan(selected_fields=("impression_id", "query", "pin_id", "teacher_version", "probs"))
+        .to_arrow()
+    )
+    label_keys = list(
+        zip(
+            labels.column("impression_id").to_pylist(),
+            labels.column("teacher_version").to_pylist(),
+            strict=True,
+        )
+    )
+    by_version = Counter(v for _, v in label_keys)
+    labeled_ids = {i for i, _ in label_keys}
+    grades = truth.grades()
+    pairs = [
+        (int(np.argmax(p)) + 1, grades[(q, pin)])
+        for q, pin, p in zip(
+            labels.column("query").to_pylist(),
+            labels.column("pin_id").to_pylist(),
+            labels.column("probs").to_pylist(),
+            strict=True,
+        )
+        if (q, pin) in grades
+    ]
+    predicted = np.array([p for p, _ in pairs], dtype=int)
+    actual = np.array([a for _, a in pairs], dtype=int)
+    scale = int(max(predicted.max(initial=1), actual.max(initial=1)))
+    fresh = freshness(catalog, ns, start="enriched_at")
+    dlq = {t: len(read_all(s, t, 1.5)) for t in DLQ_TOPICS}
+    sample = [
+        {
+            k: (v if isinstance(v, str | int | float | list) or v is None else str(v))
+            for k, v in row.items()
+            if not k.startswith("_")
+        }
+        for row in enriched.slice(0, 2).to_pylist()
+    ]
     return {
         "events_produced": produced,
-        "bad_records_produced": len(BAD_RECORDS),
-        "rows_in_iceberg": rows,
-        "dlq_records": dlq_records,
-        "dlq_by_reason": dict(dead),
-        "sample_rows": [{k: str(v) for k, v in row.items()} for row in sample],
-        "seconds": round(time.monotonic() - started, 1),
+        "impressions_generated": impressions,
+        "rows_in_iceberg": {"impressions_enriched": enriched.num_rows, "labels": labels.num_rows},
+        "enriched_rows": enriched.num_rows,
+        "enriched_duplicates": len(ids) - len(set(ids)),
+        "missing_enriched": impressions - len(set(ids)),
+        "dlq_records": sum(dlq.values()),
+        "dlq_by_topic": {t: n for t, n in dlq.items() if n},
+        "pit_violations": len(violations),
+        "pit_violation_examples": [str(v) for v in violations[:5]],
+        "labels_rows": labels.num_rows,
+        "labels_by_version": dict(by_version),
+        "label_duplicates": len(label_keys) - len(set(label_keys)),
+        "unlabeled_impressions": len(set(ids) - labeled_ids),
+        "freshness_lag_p50_s": fresh.lag_p50_s,
+        "freshness_lag_p95_s": fresh.lag_p95_s,
+        "freshness_measured_from": fresh.start,
+        "dedup_hit_rate": _hit_rate(labeler),
+        "teacher_truth_agreement": {
+            "pairs": len(pairs),
+            "exact": round(float((predicted == actual).mean()), 4) if pairs else None,
+            "within_one": round(float((abs(predicted - actual) <= 1).mean()), 4) if pairs else None,
+            "qwk": round(_qwk(predicted, actual, scale), 4) if pairs else None,
+        },
+        "labeler": labeler,
+        "sample_enriched_rows": sample,
     }
 
 
+def _hit_rate(labeler: dict[str, Any]) -> float | None:
+    rows = labeler.get("rows") or 0
+    return round(labeler.get("cache_hits", 0) / rows, 4) if rows else None
+
+
 def print_report(report: dict[str, Any]) -> None:
-    print("\nfreshlabel demo report")
-    print("=" * 60)
-    print(f"{'topic':<16}{'produced':>10}{'in iceberg':>12}{'dlq':>6}")
-    for topic in EVENT_TOPICS:
-        table = model_for_topic(topic).table
-        print(
-            f"{topic:<16}{report['events_produced'].get(topic, 0):>10}"
-            f"{report['rows_in_iceberg'].get(table, 0):>12}{report['dlq_records'].get(topic, 0):>6}"
-        )
-    print(f"dead letters by reason: {report['dlq_by_reason']}")
-    print("sample impressions from Iceberg:")
-    for row in report["sample_rows"]:
-        print("  " + json.dumps(row, ensure_ascii=False))
-    print(f"took {report['seconds']} s")
+    line = "=" * 72
+    print(f"\n{line}\nfreshlabel demo report\n{line}")
+    t = report.get("teacher", {})
+    print(f"teacher              {t.get('version')} ({t.get('source')}, {t.get('scale')} levels)")
+    print(f"events produced      {report['events_produced']}")
+    print(
+        f"impressions          {report['impressions_generated']} generated -> "
+        f"{report['enriched_rows']} enriched rows in Iceberg "
+        f"({report['enriched_duplicates']} duplicates, {report['missing_enriched']} missing)"
+    )
+    print(f"point-in-time        {report['pit_violations']} violations against the truth")
+    print(f"dead letters         {report['dlq_records']} {report['dlq_by_topic']}")
+    print(
+        f"labels               {report['labels_rows']} rows {report['labels_by_version']}, "
+        f"{report['label_duplicates']} duplicates, "
+        f"{report['unlabeled_impressions']} impressions unlabeled"
+    )
+    print(f"dedup hit rate       {report['dedup_hit_rate']}")
+    print(
+        f"freshness (from {report['freshness_measured_from']})  p50 "
+        f"{report['freshness_lag_p50_s']} s, p95 {report['freshness_lag_p95_s']} s"
+    )
+    agreement = report["teacher_truth_agreement"]
+    print(
+        f"teacher vs truth     exact {agreement['exact']}, within one grade "
+        f"{agreement['within_one']}, QWK {agreement['qwk']} on {agreement['pairs']} labels"
+    )
+    print(f"quality alerts       {report['dq_alerts']}")
+    print(f"quarantined rows     {report['quarantined_rows']} (report: {report['dq_report']})")
+    print("sample enriched rows:")
+    for row in report["sample_enriched_rows"]:
+        print("  " + json.dumps(row, ensure_ascii=False, default=str)[:400])
+    print(f"took {report['seconds']} s\n{line}")
 
 
-def write_report(settings: Settings, report: dict[str, Any]) -> None:
+def write_report(settings: Settings, report: dict[str, Any]) -> Path:
     path = settings.state_dir / "demo-report.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False))
-    print(f"report written to {path}")
+    path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    return path

@@ -3,12 +3,17 @@
 Visible = the commit of the labels-table snapshot that added the row. Each sink batch stamps
 its rows with `_ingested_at` just before committing, so a row's visibility time is the first
 snapshot at or after its `_ingested_at`.
+
+The clock starts at the impression's `event_time` for live traffic. A replay of simulated
+history (the demo) has event times days in the past, so there it starts at `enriched_at`,
+when the enrichment job emitted the row: the labeling path's own freshness.
 """
 
 from __future__ import annotations
 
 import bisect
 from datetime import datetime
+from typing import Literal
 
 import numpy as np
 import pyarrow.compute as pc
@@ -18,14 +23,20 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression, GreaterThanOrEq
 
 
 class Freshness(BaseModel):
+    start: str
     labels: int
     lag_p50_s: float | None
     lag_p95_s: float | None
     lag_max_s: float | None
 
 
-def label_lags(catalog: Catalog, namespace: str, since: datetime | None = None) -> np.ndarray:
-    """Seconds from impression event time to label visibility, one per label row."""
+def label_lags(
+    catalog: Catalog,
+    namespace: str,
+    since: datetime | None = None,
+    start: Literal["event_time", "enriched_at"] = "event_time",
+) -> np.ndarray:
+    """Seconds from the impression's `start` time to label visibility, one per label row."""
     row_filter: BooleanExpression = AlwaysTrue()
     if since is not None:
         row_filter = GreaterThanOrEqual("labeled_at", since.isoformat())
@@ -43,8 +54,8 @@ def label_lags(catalog: Catalog, namespace: str, since: datetime | None = None) 
     labels, at = labels.filter(known), at.filter(known)
     if labels.num_rows == 0:
         return np.array([])
-    event_s = enriched.column("event_time").take(at).cast("int64").to_numpy() / 1e6
-    ingested_s = labels.column("_ingested_at").cast("int64").to_numpy() / 1e6
+    event_s = enriched.column(start).take(at).cast("int64").to_numpy(zero_copy_only=False) / 1e6
+    ingested_s = labels.column("_ingested_at").cast("int64").to_numpy(zero_copy_only=False) / 1e6
     commits = sorted(s.timestamp_ms / 1000 for s in labels_table.metadata.snapshots)
     visible = np.array(
         [commits[min(bisect.bisect_left(commits, t), len(commits) - 1)] for t in ingested_s]
@@ -52,11 +63,18 @@ def label_lags(catalog: Catalog, namespace: str, since: datetime | None = None) 
     return np.maximum(visible - event_s, 0.0)
 
 
-def freshness(catalog: Catalog, namespace: str, since: datetime | None = None) -> Freshness:
-    lags = label_lags(catalog, namespace, since)
+def freshness(
+    catalog: Catalog,
+    namespace: str,
+    since: datetime | None = None,
+    start: Literal["event_time", "enriched_at"] = "event_time",
+) -> Freshness:
+    lags = label_lags(catalog, namespace, since, start)
+    lags = lags[np.isfinite(lags)]  # rows without the start time say nothing
     if lags.size == 0:
-        return Freshness(labels=0, lag_p50_s=None, lag_p95_s=None, lag_max_s=None)
+        return Freshness(start=start, labels=0, lag_p50_s=None, lag_p95_s=None, lag_max_s=None)
     return Freshness(
+        start=start,
         labels=int(lags.size),
         lag_p50_s=round(float(np.percentile(lags, 50)), 3),
         lag_p95_s=round(float(np.percentile(lags, 95)), 3),
