@@ -145,6 +145,7 @@ def _wait(procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> dict[s
 
 
 def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
+    from streams.enrich.clock import advance_event_time
     from streams.enrich.operations import deploy
     from streams.enrich.operations import stop as stop_job
     from streams.generator.run import run as generate
@@ -188,6 +189,8 @@ def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
         "simulated days"
     )
     generated = generate(s, kafka=True, truth=True)
+    # A finite replay: move the job's event-time clock past the end so it emits the last rows.
+    advance_event_time(s, s.generator.start + timedelta(days=s.generator.sim_days, hours=1))
     log(
         f"generated {generated.events} events in {generated.seconds:.0f} s; waiting for the "
         "pipeline to drain"
