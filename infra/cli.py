@@ -7,7 +7,9 @@ import importlib
 import json
 import logging
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,9 +101,23 @@ def _sink_run(args: argparse.Namespace, settings: Settings) -> int:
     sink = IcebergSink(
         settings, args.topic, table, batch_rows=args.batch_rows, batch_seconds=args.batch_seconds
     )
-    stats = sink.run(idle_timeout_s=args.idle_timeout, max_rows=args.max_rows)
+    stop = stop_on_sigterm()
+    stats = sink.run(idle_timeout_s=args.idle_timeout, max_rows=args.max_rows, should_stop=stop)
     print(json.dumps(stats.__dict__))
     return 0
+
+
+def stop_on_sigterm() -> Callable[[], bool]:
+    """SIGTERM/SIGINT end a long-running loop after its current step (a final commit
+    included) instead of killing it mid-way."""
+    requested = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        requested.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return requested.is_set
 
 
 def _tables_maintain(args: argparse.Namespace, settings: Settings) -> int:

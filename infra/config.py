@@ -164,10 +164,14 @@ class FlinkSettings(BaseModel):
     parallelism: int = 1
     checkpoint_interval_s: float = 10.0
     # A topic partition with no data holds the watermark back without this.
-    source_idle_timeout_s: float = 2.0
-    # Input partitions whose event time runs ahead of the slowest by more than this are
-    # paused, so a backlog is read in event-time order across topics.
-    alignment_max_drift_s: float = 60.0
+    # Long enough that a partition with data waiting is never taken for idle while the
+    # job is busy elsewhere (its records would then be late); each quiet partition holds
+    # the watermark back this long after its last record.
+    source_idle_timeout_s: float = 5.0
+    # Partitions ahead of the slowest by more than this are paused (0: off). Bounds the
+    # state a backlog builds up, at some throughput cost.
+    alignment_max_drift_s: float = 0.0
+    # Small fetches interleave partitions finely, so none waits long behind the others.
     fetch_partition_bytes: int = 64 * 1024
     watermark_delay_s: float = 5.0
     # Records later than this behind the watermark are late: counted and sent to the DLQ.
@@ -237,7 +241,7 @@ class TeacherSettings(BaseModel):
     # Where `make teacher` puts the real-data teacher.
     teachers_dir: Path = PROJECT_ROOT / ".freshlabel" / "teachers"
     max_length: int = 128
-    epochs: int = 4
+    epochs: int = 2
     batch_size: int = 32
     learning_rate: float = 8e-5
     # Top encoder layers fine-tuned; the frozen rest is computed once and cached (CPU).
@@ -364,6 +368,12 @@ class LabelerSettings(BaseModel):
     # Rows taken per poll and scored together (the client splits them into Triton requests).
     batch_rows: int = 2_000
     request_rows: int = 64
+    # Requests on the wire at once. More than Triton can batch only queues on the server,
+    # where a deadline can expire; a CPU teacher is saturated by a few.
+    max_in_flight: int = 4
+    # Cache misses scored per step: each step's scores are cached before the next, so a
+    # retry after an outage or a timeout resumes instead of starting the batch over.
+    score_chunk_rows: int = 256
     cache_memory_items: int = 200_000
     # Prometheus metrics on this port (127.0.0.1); 0 disables the endpoint.
     metrics_port: int = 0

@@ -171,19 +171,19 @@ def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
         "labeler": _spawn(
             env, "label", "run", "--idle-timeout", idle, log_to=logs / "demo-labeler.log"
         ),
-        "labels sink": _spawn(
-            env,
-            "sink",
-            "run",
-            "--topic",
-            "labels",
-            "--batch-seconds",
-            "5",
-            "--idle-timeout",
-            idle,
-            log_to=logs / "demo-sink-labels.log",
-        ),
     }
+    # The labels sink runs until every label the labeler wrote is committed (below): an idle
+    # timeout would end it while the labeler waits out a slow or restarting teacher.
+    labels_sink = _spawn(
+        env,
+        "sink",
+        "run",
+        "--topic",
+        "labels",
+        "--batch-seconds",
+        "5",
+        log_to=logs / "demo-sink-labels.log",
+    )
     log(
         f"generating {s.generator.impressions} impressions over {s.generator.sim_days} "
         "simulated days"
@@ -197,22 +197,39 @@ def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
     )
     codes = _wait(procs, s.demo.timeout_s)
     labeler_stats = _last_json_line(logs / "demo-labeler.log")
+    _drain_labels(s, labels_sink, int(labeler_stats.get("labels", 0)))
+    codes["labels sink"] = _wait({"labels sink": labels_sink}, 120)["labels sink"]
     stop_job(s, savepoint=False)
     if any(codes.values()):
         failed = {n: c for n, c in codes.items() if c}
         raise RuntimeError(f"demo processes failed: {failed}; see {logs}/demo-*.log")
 
+    log("measuring against the generator's truth")
+    report = _measure(s, generated.counts, labeler_stats)
+    # After measuring: the burst writes its own (bad) rows into the same tables.
     log("injecting a burst of bad data through the quality gate")
     from quality.demo_burst import inject_bad_burst
 
     burst = inject_bad_burst(s)
-    log("measuring")
-    report = _measure(s, generated.counts, labeler_stats)
     report["dq_alerts"] = burst.dq_alerts
     report["quarantined_rows"] = burst.quarantined_rows
     report["dq_report"] = burst.html_report
     report["dq_alert_summaries"] = burst.alert_summaries[:8]
     return report
+
+
+def _drain_labels(s: Settings, sink: subprocess.Popen[bytes], labels: int) -> None:
+    """Wait until the labels sink has committed all `labels` records, then stop it."""
+    from streams.offsets import committed_offsets
+
+    table = open_catalog(s).load_table(f"{s.catalog.namespace}.labels")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and sink.poll() is None:
+        table = table.refresh()
+        if sum(committed_offsets(table, "labels").values()) >= labels:
+            break
+        time.sleep(1.0)
+    sink.terminate()  # SIGTERM: it commits what it holds and exits
 
 
 def _last_json_line(path: Path) -> dict[str, Any]:

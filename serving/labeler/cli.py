@@ -18,14 +18,17 @@ def _since(value: str | None) -> datetime | None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.cli import stop_on_sigterm
     from serving.labeler.labeler import Labeler
     from serving.labeler.triton_scorer import TritonScorer
+
+    stop = stop_on_sigterm()
 
     async def main() -> dict[str, object]:
         scorer = TritonScorer.from_settings(settings)
         try:
             stats = await Labeler(settings, scorer).run(
-                idle_timeout_s=args.idle_timeout, max_rows=args.max_rows
+                idle_timeout_s=args.idle_timeout, max_rows=args.max_rows, should_stop=stop
             )
         finally:
             await scorer.close()

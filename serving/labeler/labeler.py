@@ -84,8 +84,11 @@ class LabelerStats:
 class LabelMaker:
     """Rows -> labels: teacher input, cache lookup under the served version, score misses."""
 
-    def __init__(self, scorer: Scorer, cache: ScoreCache, metrics: LabelerMetrics) -> None:
+    def __init__(
+        self, scorer: Scorer, cache: ScoreCache, metrics: LabelerMetrics, chunk_rows: int = 256
+    ) -> None:
         self.scorer = scorer
+        self.chunk_rows = chunk_rows
         self.cache = cache
         self.metrics = metrics
         self.cache_hits = 0
@@ -97,26 +100,31 @@ class LabelMaker:
         hashes = [input_hash(r.query, t) for r, t in zip(rows, texts, strict=True)]
         keys = [cache_key(r.query, r.pin_id, h, version) for r, h in zip(rows, hashes, strict=True)]
         found = self.cache.get_many(keys)
-        self.cache_hits += sum(1 for k in keys if k in found)
+        hits = sum(1 for k in keys if k in found)
         # Score each distinct miss once.
         missing = {k: i for i, k in enumerate(keys) if k not in found}
         scored: dict[int, ScoredPair] = {}
-        if missing:
-            order = list(missing.values())
+        order = list(missing.values())
+        for start in range(0, len(order), self.chunk_rows):
+            chunk = order[start : start + self.chunk_rows]
             started = time.monotonic()
             results = await self.scorer.score(
-                [rows[i].query for i in order], [texts[i] for i in order]
+                [rows[i].query for i in chunk], [texts[i] for i in chunk]
             )
             self.metrics.scorer_latency.observe(time.monotonic() - started)
-            self.scored += len(order)
-            scored = dict(zip(order, results, strict=True))
+            done = dict(zip(chunk, results, strict=True))
+            scored.update(done)
+            # Cached at once: if a later chunk fails, the retry starts from here.
             self.cache.put_many(
                 (
                     cache_key(rows[i].query, rows[i].pin_id, hashes[i], r.teacher_version),
                     CachedScore(probs=r.probs, score=r.score, label_scale=r.label_scale),
                 )
-                for i, r in scored.items()
+                for i, r in done.items()
             )
+        # Counted once the whole batch is labeled (a retried batch is not counted twice).
+        self.cache_hits += hits
+        self.scored += len(order)
         now = datetime.now(UTC)
         labels = []
         for i, (row, key) in enumerate(zip(rows, keys, strict=True)):
@@ -165,7 +173,7 @@ class Labeler:
             settings, self.cfg.group_id, SOURCE_TOPIC, max_poll_records=self.cfg.batch_rows
         )
         self.metrics = metrics or LabelerMetrics(settings)
-        self.maker = LabelMaker(scorer, self.cache, self.metrics)
+        self.maker = LabelMaker(scorer, self.cache, self.metrics, self.cfg.score_chunk_rows)
         self.stats = LabelerStats()
 
     async def run(

@@ -26,7 +26,10 @@ class TritonScorer:
     def from_settings(cls, settings: Settings, model_version: str = "") -> TritonScorer:
         return cls(
             TeacherClient.from_settings(
-                settings, model_version=model_version, batch_size=settings.labeler.request_rows
+                settings,
+                model_version=model_version,
+                batch_size=settings.labeler.request_rows,
+                max_in_flight=settings.labeler.max_in_flight,
             )
         )
 
