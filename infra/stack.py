@@ -16,9 +16,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from infra import triton
 from infra.broker import broker_healthy, start_broker
 from infra.catalog import ensure_all_tables, open_catalog
 from infra.config import Settings
+from infra.flink_cluster import (
+    JOBMANAGER,
+    TASKMANAGER,
+    cluster_healthy,
+    health_detail,
+    start_cluster,
+)
 from infra.object_store import object_store_healthy, start_object_store
 from infra.process import (
     ServiceRecord,
@@ -98,6 +106,10 @@ def _ports_needed(settings: Settings, durable: bool) -> dict[str, int]:
                     "object_store filer": store.filer_port,
                 }
             )
+    if settings.flink.enabled:
+        ports["flink rest"] = settings.flink.rest_port
+        ports["flink rpc"] = settings.flink.jobmanager_rpc_port
+    ports.update(triton.ports_needed(settings))
     return ports
 
 
@@ -108,6 +120,9 @@ def _refuse_taken_ports(settings: Settings, durable: bool) -> None:
         "object_store master": "FRESHLABEL_OBJECT_STORE__MASTER_PORT",
         "object_store volume": "FRESHLABEL_OBJECT_STORE__VOLUME_PORT",
         "object_store filer": "FRESHLABEL_OBJECT_STORE__FILER_PORT",
+        "flink rest": "FRESHLABEL_FLINK__REST_PORT",
+        "flink rpc": "FRESHLABEL_FLINK__JOBMANAGER_RPC_PORT",
+        **triton.PORT_ENV,
     }
     taken = [
         f"{what} port {port} on {settings.broker.host} is taken by another process "
@@ -155,8 +170,29 @@ def up(settings: Settings, durable: bool | None = None) -> StackState:
                     settings.broker.health_timeout_s,
                     "a metadata response",
                 )
+            flink = []
+            if settings.flink.enabled:
+                # Started before topics and tables are created: the JVMs boot meanwhile.
+                flink = start_cluster(settings)
+                state.services.extend(flink)
+                _write_state(settings, state)
+            teacher = None
+            if triton.enabled(settings):
+                triton.prepare_repository(settings)
+                teacher = triton.start_triton(settings)
+                state.services.append(teacher)
+                _write_state(settings, state)
             ensure_topics(settings)
             ensure_all_tables(settings)
+            if teacher is not None:
+                triton.wait_ready(settings, teacher)
+            if flink:
+                wait_until(
+                    flink[0],
+                    lambda: all(is_running(s) for s in flink) and cluster_healthy(settings),
+                    settings.flink.health_timeout_s,
+                    "a Flink REST overview with a registered TaskManager",
+                )
         except BaseException:
             _stop_all(settings, state)
             raise
@@ -232,8 +268,40 @@ def status(settings: Settings) -> list[ServiceHealth]:
                 + ("metadata ok" if ok else "no metadata response"),
             )
         )
+    if settings.flink.enabled or JOBMANAGER in records:
+        report += _flink_health(settings, records)
+    if triton.enabled(settings) or triton.SERVICE in records:
+        report.append(
+            _service_health(
+                records.get(triton.SERVICE),
+                triton.SERVICE,
+                lambda: triton.triton_ready(settings),
+                triton.health_detail(settings),
+            )
+        )
+    elif settings.triton.url:
+        ok = triton.remote_ready(settings)
+        report.append(
+            ServiceHealth(
+                name=triton.SERVICE,
+                healthy=ok,
+                detail=f"remote {settings.triton.url}: model {settings.triton.model_name!r} "
+                + ("ready" if ok else "not ready"),
+            )
+        )
     report.append(_catalog_health(settings))
     return report
+
+
+def _flink_health(settings: Settings, records: dict[str, ServiceRecord]) -> list[ServiceHealth]:
+    detail = health_detail(settings)
+    return [
+        _service_health(records.get(name), name, lambda: cluster_healthy(settings), what)
+        for name, what in (
+            (JOBMANAGER, detail),
+            (TASKMANAGER, "registered with the JobManager"),
+        )
+    ]
 
 
 def _catalog_health(settings: Settings) -> ServiceHealth:

@@ -1,0 +1,123 @@
+"""Driver of the enrichment job: submit streams/enrich/sql/*.sql to the Flink cluster.
+
+Runs in the Flink virtual environment (`.venv-flink/bin/python -m streams.enrich.job`);
+`freshlabel jobs deploy enrich` starts it for you. It only configures the table
+environment, executes the rendered statements as one statement set and prints the job id
+as JSON; the job runs on the cluster (execution.target=remote) after this process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from infra.artifacts import KAFKA_CLIENTS_JAR, KAFKA_CONNECTOR_JAR, require
+from infra.config import Settings
+from streams.enrich.sql import render
+
+
+def flink_config(settings: Settings, from_savepoint: str | None, local: bool) -> dict[str, str]:
+    f = settings.flink
+    jars = ";".join(
+        require(settings.tools_dir, jar).as_uri()
+        for jar in (KAFKA_CONNECTOR_JAR, KAFKA_CLIENTS_JAR)
+    )
+    state = settings.state_dir / "flink"
+    config = {
+        "pipeline.name": f.job_name,
+        "pipeline.jars": jars,
+        "pipeline.object-reuse": "true",
+        "python.executable": sys.executable,
+        "parallelism.default": str(f.parallelism),
+        "table.local-time-zone": "UTC",
+        # Without it a partition that never receives data holds every watermark back.
+        "table.exec.source.idle-timeout": f"{round(f.source_idle_timeout_s * 1000)} ms",
+        "execution.checkpointing.interval": f"{round(f.checkpoint_interval_s * 1000)} ms",
+        "execution.checkpointing.dir": (state / "checkpoints").as_uri(),
+        "execution.checkpointing.savepoint-dir": (state / "savepoints").as_uri(),
+        # Kept when the job is cancelled or the cluster goes down without a savepoint, so
+        # `jobs deploy enrich --from-savepoint <checkpoints/JOB/chk-N>` can still resume.
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "state.backend.type": "hashmap",
+    }
+    if not local:
+        config.update(
+            {
+                "execution.target": "remote",
+                "rest.address": f.host,
+                "rest.port": str(f.rest_port),
+            }
+        )
+    if from_savepoint:
+        path = from_savepoint if "://" in from_savepoint else Path(from_savepoint).as_uri()
+        config["execution.state-recovery.path"] = path
+    return config
+
+
+def table_environment(config: dict[str, str]):  # type: ignore[no-untyped-def]
+    from pyflink.common import Configuration
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    conf = Configuration()
+    for key, value in config.items():
+        conf.set_string(key, value)
+    return TableEnvironment.create(
+        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
+    )
+
+
+def submit(settings: Settings, from_savepoint: str | None = None, local: bool = False) -> str:
+    """Create the tables and views, submit the INSERTs as one job; returns its job id."""
+    t_env = table_environment(flink_config(settings, from_savepoint, local))
+    job = render(settings)
+    for statement in job.ddl:
+        t_env.execute_sql(statement)
+    statement_set = t_env.create_statement_set()
+    for statement in job.inserts:
+        statement_set.add_insert_sql(statement)
+    result = statement_set.execute()
+    client = result.get_job_client()
+    if client is None:
+        raise RuntimeError("Flink accepted the statements but returned no job client")
+    return str(client.get_job_id())
+
+
+def explain(settings: Settings) -> str:
+    t_env = table_environment(flink_config(settings, None, local=True))
+    job = render(settings)
+    for statement in job.ddl:
+        t_env.execute_sql(statement)
+    statement_set = t_env.create_statement_set()
+    for statement in job.inserts:
+        statement_set.add_insert_sql(statement)
+    from pyflink.table.explain_detail import ExplainDetail
+
+    return str(statement_set.explain(ExplainDetail.CHANGELOG_MODE))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--settings-json", help="a file with Settings as JSON, - for stdin (default: env)"
+    )
+    parser.add_argument("--from-savepoint", help="restore the job's state from this savepoint")
+    parser.add_argument("--explain", action="store_true", help="print the plan, submit nothing")
+    args = parser.parse_args(argv)
+    if args.settings_json == "-":
+        settings = Settings(**json.loads(sys.stdin.read()))
+    elif args.settings_json:
+        settings = Settings(**json.loads(Path(args.settings_json).read_text()))
+    else:
+        settings = Settings()
+    if args.explain:
+        print(explain(settings))
+        return 0
+    job_id = submit(settings, args.from_savepoint)
+    print(json.dumps({"job_id": job_id, "job_name": settings.flink.job_name}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Deploy, find and stop the enrichment job on the embedded (or any reachable) Flink cluster.
+
+Runs in the platform environment: submission shells out to the Flink environment's
+interpreter (`streams/enrich/job.py`); everything else is Flink's REST API, which needs no
+py4j (PyFlink's own stop_with_savepoint is broken in 2.3).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import BaseModel
+
+from infra.config import PROJECT_ROOT, Settings
+from infra.flink_cluster import (
+    FlinkError,
+    JobSummary,
+    flink_python,
+    list_jobs,
+    request,
+    require_cluster,
+    savepoints_dir,
+)
+from streams.enrich.clock import ensure_clock_topic
+
+JOB_NAMES = ("enrich",)
+ACTIVE_STATES = ("INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING", "CANCELLING")
+TERMINAL_STATES = ("FINISHED", "CANCELED", "FAILED", "SUSPENDED")
+
+
+class Deployment(BaseModel):
+    job_id: str
+    job_name: str
+    from_savepoint: str | None = None
+
+
+def _flink_job_name(settings: Settings, job: str) -> str:
+    if job not in JOB_NAMES:
+        raise FlinkError(f"unknown job {job!r}; known jobs: {', '.join(JOB_NAMES)}")
+    return settings.flink.job_name
+
+
+def active_job(settings: Settings, job: str = "enrich") -> JobSummary | None:
+    """The job of that name that is running (or about to), if any."""
+    name = _flink_job_name(settings, job)
+    active = [j for j in list_jobs(settings) if j.name == name and j.state in ACTIVE_STATES]
+    return max(active, key=lambda j: j.start_time) if active else None
+
+
+def deploy(
+    settings: Settings, job: str = "enrich", from_savepoint: str | None = None
+) -> Deployment:
+    """Submit the job to the cluster and wait until all of its tasks run."""
+    name = _flink_job_name(settings, job)
+    require_cluster(settings)
+    if (running := active_job(settings, job)) is not None:
+        raise FlinkError(
+            f"{name} is already {running.state} as job {running.jid}; stop it first "
+            "(`freshlabel jobs stop enrich --savepoint`)"
+        )
+    if from_savepoint and "://" not in from_savepoint and not Path(from_savepoint).exists():
+        raise FlinkError(f"savepoint {from_savepoint} does not exist; pass the path `stop` printed")
+    # The job subscribes to the clock topic too; a missing topic would fail the source.
+    ensure_clock_topic(settings)
+    argv = [str(flink_python(settings)), "-m", "streams.enrich.job", "--settings-json", "-"]
+    if from_savepoint:
+        argv += ["--from-savepoint", from_savepoint]
+    # Settings travel on stdin, not in a file or argv, since they may hold broker secrets.
+    try:
+        result = subprocess.run(
+            argv,
+            input=settings.model_dump_json(),
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=settings.flink.submit_timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise FlinkError(
+            f"submitting {name} took over {settings.flink.submit_timeout_s:.0f}s "
+            "(flink.submit_timeout_s); see the JobManager log under the state dir's logs/"
+        ) from None
+    if result.returncode != 0:
+        raise FlinkError(f"submitting {name} failed:\n{_error_lines(result.stderr)}")
+    submitted = json.loads(result.stdout.strip().splitlines()[-1])
+    deployment = Deployment(
+        job_id=submitted["job_id"], job_name=name, from_savepoint=from_savepoint
+    )
+    wait_running(settings, deployment.job_id, settings.flink.submit_timeout_s)
+    return deployment
+
+
+def _error_lines(stderr: str) -> str:
+    """The lines of a Java/Python traceback that say what went wrong, not where."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.lstrip().startswith("at ")]
+    return "\n".join(lines[-25:])
+
+
+def job_detail(settings: Settings, job_id: str) -> dict[str, object]:
+    detail: dict[str, object] = request(settings, "GET", f"/jobs/{job_id}")
+    return detail
+
+
+def wait_running(settings: Settings, job_id: str, timeout_s: float) -> None:
+    """Until the job and every one of its tasks run; raises with Flink's root cause if the
+    job fails first."""
+    deadline = time.monotonic() + timeout_s
+    state = "unknown"
+    while time.monotonic() < deadline:
+        detail = job_detail(settings, job_id)
+        state = str(detail.get("state"))
+        vertices = detail.get("vertices", [])
+        assert isinstance(vertices, list)
+        if state == "RUNNING" and vertices and all(v["status"] == "RUNNING" for v in vertices):
+            return
+        if state in TERMINAL_STATES:
+            raise FlinkError(f"job {job_id} is {state}: {root_cause(settings, job_id)}")
+        time.sleep(0.5)
+    raise FlinkError(f"job {job_id} still {state} after {timeout_s:.0f}s")
+
+
+def root_cause(settings: Settings, job_id: str) -> str:
+    try:
+        body = request(settings, "GET", f"/jobs/{job_id}/exceptions")
+    except FlinkError as exc:
+        return str(exc)
+    root = (body.get("exceptionHistory") or {}).get("entries") or []
+    if root:
+        return str(root[0].get("stacktrace", ""))[:3000]
+    return str(body.get("root-exception") or "no exception recorded")
+
+
+def savepoint_path(location: str) -> str:
+    """Flink answers `file:/dir/savepoint-x`; a local path is what `--from-savepoint` takes."""
+    parsed = urlparse(location)
+    return parsed.path if parsed.scheme == "file" else location
+
+
+def wait_terminal(settings: Settings, job_id: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    state = "unknown"
+    while time.monotonic() < deadline:
+        state = str(job_detail(settings, job_id).get("state"))
+        if state in TERMINAL_STATES:
+            return state
+        time.sleep(0.3)
+    raise FlinkError(f"job {job_id} still {state} after {timeout_s:.0f}s")
+
+
+def stop(settings: Settings, job: str = "enrich", savepoint: bool = True) -> str | None:
+    """Stop the running job; with `savepoint`, take one first and return its path."""
+    name = _flink_job_name(settings, job)
+    require_cluster(settings)
+    running = active_job(settings, job)
+    if running is None:
+        raise FlinkError(f"{name} is not running; `freshlabel jobs list` shows the cluster's jobs")
+    timeout_s = settings.flink.savepoint_timeout_s
+    if not savepoint:
+        request(settings, "PATCH", f"/jobs/{running.jid}?mode=cancel")
+        wait_terminal(settings, running.jid, timeout_s)
+        return None
+    target = savepoints_dir(settings)
+    target.mkdir(parents=True, exist_ok=True)
+    # drain=false: no MAX_WATERMARK, so buffered impressions stay in the savepoint and are
+    # emitted after the restore instead of being flushed with incomplete features.
+    trigger = request(
+        settings,
+        "POST",
+        f"/jobs/{running.jid}/stop",
+        {"targetDirectory": target.as_uri(), "drain": False},
+    )
+    request_id = trigger["request-id"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = request(settings, "GET", f"/jobs/{running.jid}/savepoints/{request_id}")
+        if status["status"]["id"] == "COMPLETED":
+            operation = status.get("operation") or {}
+            if "failure-cause" in operation:
+                cause = operation["failure-cause"].get("stack-trace", "")[:3000]
+                raise FlinkError(f"savepoint of {name} ({running.jid}) failed: {cause}")
+            wait_terminal(settings, running.jid, timeout_s)
+            return savepoint_path(str(operation["location"]))
+        time.sleep(0.5)
+    raise FlinkError(f"savepoint of {name} ({running.jid}) not done after {timeout_s:.0f}s")

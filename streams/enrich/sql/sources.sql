@@ -1,0 +1,48 @@
+-- One source table reads every input topic plus the clock topic, so the whole job runs on
+-- ONE watermark: the minimum over all active partitions of their newest event time, minus
+-- watermark_delay + allowed_lateness (see docs/enrichment.md). Windows, versioned tables,
+-- joins and the late-record check below all see that same event-time clock, and a topic
+-- that falls idle (table.exec.source.idle-timeout) stops holding it back.
+-- Columns are the union of the five event models; a field a topic lacks reads as null.
+-- `rt` is the topic's event time at Flink's millisecond precision; a record without one
+-- gets the epoch, which never moves the watermark, and then fails the validity filters.
+-- Records are read from the earliest offset (a fresh deploy rebuilds every versioned table
+-- from the full history); a restore from a savepoint resumes from its offsets instead.
+
+CREATE TEMPORARY TABLE events_src (
+  kafka_key STRING,
+  impression_id STRING,
+  request_id STRING,
+  user_id STRING,
+  `query` STRING,
+  pin_id STRING,
+  `position` INT,
+  country STRING,
+  locale STRING,
+  event_time TIMESTAMP_LTZ(6),
+  title STRING,
+  description STRING,
+  link_title STRING,
+  link_description STRING,
+  updated_at TIMESTAMP_LTZ(6),
+  caption STRING,
+  captioner_version STRING,
+  created_at TIMESTAMP_LTZ(6),
+  board_id STRING,
+  board_title STRING,
+  action STRING,
+  kafka_topic STRING METADATA FROM 'topic' VIRTUAL,
+  kafka_partition INT METADATA FROM 'partition' VIRTUAL,
+  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
+  rt AS COALESCE(
+    CAST(
+      CASE kafka_topic
+        WHEN 'pin_content' THEN updated_at
+        WHEN 'pin_captions' THEN created_at
+        ELSE event_time
+      END AS TIMESTAMP_LTZ(3)),
+    TO_TIMESTAMP_LTZ(0, 3)),
+  WATERMARK FOR rt AS rt - ${watermark_hold}
+) WITH (
+${source_events}
+);
