@@ -82,3 +82,46 @@ def test_build_and_stream_a_training_set(settings: Settings) -> None:
     )
     seen = [i for batch in loader for i in batch["impression_id"]]
     assert sorted(seen) == sorted(rows)
+
+
+def test_freshness_from_event_time_and_enriched_at(settings: Settings) -> None:
+    from serving.labeler.freshness import freshness
+
+    now = datetime.now(UTC)
+    rows = [
+        EnrichedImpression(
+            impression_id=f"f-{i}",
+            request_id="r",
+            user_id="u",
+            query="q",
+            pin_id="p",
+            position=1,
+            country="US",
+            locale="en-US",
+            event_time=now - timedelta(seconds=30 + i),
+            enriched_at=now - timedelta(seconds=10),
+        )
+        for i in range(10)
+    ]
+    _append(settings, "impressions_enriched", rows)
+    labels = [
+        RelevanceLabel(
+            impression_id=f"f-{i}",
+            query="q",
+            pin_id="p",
+            teacher_version="v1",
+            label_scale=2,
+            probs=[0.5, 0.5],
+            score=1.5,
+            labeled_at=now,
+            input_hash="h",
+        )
+        for i in range(10)
+    ]
+    _append(settings, "labels", labels)
+    catalog = open_catalog(settings)
+    live = freshness(catalog, "freshlabel")
+    replay = freshness(catalog, "freshlabel", start="enriched_at")
+    assert live.labels == replay.labels == 10
+    assert 30 <= live.lag_p50_s < 120 and live.lag_p95_s >= live.lag_p50_s
+    assert 10 <= replay.lag_p50_s < live.lag_p50_s

@@ -46,7 +46,7 @@ def label_lags(
     ).to_arrow()
     enriched = (
         catalog.load_table(f"{namespace}.impressions_enriched")
-        .scan(selected_fields=("impression_id", "event_time"))
+        .scan(selected_fields=("impression_id", start))
         .to_arrow()
     )
     at = pc.index_in(labels.column("impression_id"), value_set=enriched.column("impression_id"))
