@@ -4,7 +4,7 @@ VENV := .venv
 FLINK_VENV := .venv-flink
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: setup demo test lint lock clean
+.PHONY: setup demo test lint lock clean teacher
 setup: $(VENV)/.installed $(FLINK_VENV)/.installed .tools/.installed
 
 $(VENV)/.installed: requirements/platform.txt requirements/platform.lock pyproject.toml
@@ -26,6 +26,14 @@ $(FLINK_VENV)/.installed: requirements/flink.txt requirements/flink.lock pyproje
 
 demo: setup
 	$(VENV)/bin/freshlabel demo
+
+# The real-data teacher: train on CrowdFlower (or FRESHLABEL_TEACHER_DATA, same columns),
+# then export it as version 1 of the Triton repository that `freshlabel up` serves.
+FRESHLABEL_TEACHER_DATA ?= ../shared/data/crowdflower/train.parquet
+TEACHER_DIR := .freshlabel/teachers/crowdflower
+teacher: setup
+	$(VENV)/bin/freshlabel teacher train --data $(FRESHLABEL_TEACHER_DATA) --columns crowdflower --out $(TEACHER_DIR)
+	$(VENV)/bin/freshlabel teacher export --model $(TEACHER_DIR) --repo .freshlabel/triton-repo --version 1
 
 test: setup
 	$(VENV)/bin/python -m pytest

@@ -1,0 +1,160 @@
+"""Teacher throughput: Triton (gRPC, dynamic batching) vs plain in-process torch.
+
+    .venv/bin/python -m benchmarks.bench_teacher --model .freshlabel/teachers/crowdflower
+
+Measures, on the same pairs and machine: in-process `Teacher.predict` in batches of 64
+(pairs/s, per-batch p50/p99), then through a real Triton server at client concurrency
+1, 16 and 64 with one pair per request (pairs/s, per-request p50/p99), for fp32 and, with
+--quantize, dynamic int8. Also prints the training pairs/s the teacher recorded. Prints a
+markdown table; paste it under the command in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from infra import triton
+from infra.config import Settings
+from infra.process import free_port, stop
+from serving.client import TeacherClient
+from serving.teacher.data import load_pairs
+from serving.teacher.export import ExportOptions, export_teacher
+from serving.teacher.model import MANIFEST, Teacher, TeacherManifest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "crowdflower" / "train.parquet"
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def in_process(teacher: Teacher, queries: list[str], texts: list[str], batch: int) -> dict:
+    teacher.predict(queries[:batch], texts[:batch])  # warm-up
+    latencies = []
+    started = time.perf_counter()
+    for i in range(0, len(queries), batch):
+        t0 = time.perf_counter()
+        teacher.predict(queries[i : i + batch], texts[i : i + batch])
+        latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - started
+    return {
+        "pairs_per_s": len(queries) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+    }
+
+
+async def through_triton(settings: Settings, queries, texts, concurrency: int) -> dict:
+    async with TeacherClient.from_settings(
+        settings, batch_size=1, max_in_flight=concurrency, timeout_s=300.0
+    ) as client:
+        await client.check()
+        await client.score(queries[:concurrency], texts[:concurrency])  # warm-up
+        latencies: list[float] = []
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with slots:
+                t0 = time.perf_counter()
+                await client.score([queries[i]], [texts[i]])
+                latencies.append(time.perf_counter() - t0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(len(queries))))
+        elapsed = time.perf_counter() - started
+    return {
+        "pairs_per_s": len(queries) / elapsed,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+    }
+
+
+def serve(model: Path, work: Path, quantize: str, threads: int) -> tuple[Settings, object]:
+    repo = work / f"repo-{quantize}"
+    export_teacher(model, repo, 1, ExportOptions(quantize=quantize, model_threads=threads))
+    settings = Settings(
+        state_dir=work / f"state-{quantize}",
+        triton={
+            "repository": repo,
+            "http_port": free_port(),
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+        },
+    )
+    record = triton.start_triton(settings)
+    triton.wait_ready(settings, record)
+    return settings, record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=ROOT / ".freshlabel/teachers/crowdflower")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--columns", default="crowdflower")
+    parser.add_argument("--pairs", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=64, help="in-process batch size")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--quantize", action="store_true", help="also measure dynamic int8")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pairs = load_pairs(args.data, args.columns)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(pairs.frame), size=min(args.pairs, len(pairs.frame)), replace=False)
+    queries = [pairs.queries[i] for i in rows]
+    texts = [pairs.pin_texts[i] for i in rows]
+    manifest = TeacherManifest.model_validate_json((args.model / MANIFEST).read_text())
+    results: dict[str, dict] = {}
+    modes = ["none", "int8"] if args.quantize else ["none"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for quantize in modes:
+            teacher = Teacher.load(args.model, batch_size=args.batch, quantize=quantize)
+            results[f"in-process torch ({quantize}), batch {args.batch}"] = in_process(
+                teacher, queries, texts, args.batch
+            )
+            del teacher
+            settings, record = serve(args.model, Path(tmp), quantize, args.threads)
+            try:
+                for c in (int(x) for x in args.concurrency.split(",")):
+                    results[f"Triton ({quantize}), concurrency {c}"] = asyncio.run(
+                        through_triton(settings, queries, texts, c)
+                    )
+            finally:
+                stop(record)
+    print(
+        f"teacher {manifest.version}; {len(queries)} pairs from {args.data.name}; "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"training: {manifest.timings.get('train_pairs_per_s', float('nan')):.1f} pairs/s "
+        f"({manifest.settings.get('trainable_layers')} trainable layers, "
+        f"max_length {manifest.max_length})"
+    )
+    print("| path | pairs/s | p50 ms | p99 ms |")
+    print("| --- | --- | --- | --- |")
+    for name, r in results.items():
+        print(f"| {name} | {r['pairs_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
+    for quantize in modes:
+        base = results[f"in-process torch ({quantize}), batch {args.batch}"]["pairs_per_s"]
+        for name, r in results.items():
+            if name.startswith(f"Triton ({quantize})"):
+                print(f"{name}: {r['pairs_per_s'] / base:.2f}x in-process")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The teacher: a cross-encoder that labels (query, pin) pairs, served by Triton."""

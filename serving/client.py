@@ -1,0 +1,250 @@
+"""Async gRPC client of the served teacher (`tritonclient.grpc.aio`).
+
+    async with TeacherClient.from_settings(settings) as client:
+        labels = await client.score(queries, pin_texts)   # one TeacherLabel per pair
+
+Pairs are cut into batches of `batch_size`; at most `max_in_flight` batches are on the
+wire at once (Triton's dynamic batcher merges them server-side). Each request has a
+deadline; UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED are retried with
+exponential backoff. Errors name the server, the model and what to do:
+`TeacherUnavailable` (server down or unreachable), `TeacherVersionMissing` (the model or
+the requested version is not served). Every result carries the Triton version number
+that produced it and the teacher version that number maps to (config parameters written
+by `freshlabel teacher export`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from infra.config import Settings
+
+RETRYABLE = {
+    "StatusCode.UNAVAILABLE",
+    "StatusCode.DEADLINE_EXCEEDED",
+    "StatusCode.RESOURCE_EXHAUSTED",
+}
+
+
+class TeacherClientError(RuntimeError):
+    """A request to the served teacher failed; the message says what to do."""
+
+
+class TeacherUnavailable(TeacherClientError):
+    """No Triton server answers at the configured address."""
+
+
+class TeacherVersionMissing(TeacherClientError):
+    """Triton answers but does not serve the model or the requested version."""
+
+
+@dataclass(frozen=True, slots=True)
+class TeacherLabel:
+    probs: list[float]
+    score: float
+    label: int
+    model_version: str  # Triton version number that answered, e.g. "1"
+    teacher_version: str  # the trained teacher behind it
+
+
+class TeacherClient:
+    def __init__(
+        self,
+        url: str,
+        model_name: str = "teacher",
+        model_version: str = "",
+        max_in_flight: int = 64,
+        batch_size: int = 16,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+    ):
+        if max_in_flight < 1 or batch_size < 1:
+            raise ValueError("max_in_flight and batch_size must be at least 1")
+        self.url = url
+        self.model_name = model_name
+        self.model_version = model_version
+        self.max_in_flight = max_in_flight
+        self.batch_size = batch_size
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._client = grpcclient.InferenceServerClient(url=url)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._teacher_versions: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> TeacherClient:
+        t = settings.triton
+        values: dict[str, object] = {
+            "url": t.url or f"{t.host}:{t.grpc_port}",
+            "model_name": t.model_name,
+            "max_in_flight": t.max_in_flight,
+            "timeout_s": t.request_timeout_s,
+            "retries": t.retries,
+            "backoff_s": t.retry_backoff_s,
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> TeacherClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    def _what(self) -> str:
+        version = f" version {self.model_version}" if self.model_version else ""
+        return f"model {self.model_name!r}{version} at {self.url}"
+
+    def _unavailable(self, detail: str) -> TeacherUnavailable:
+        return TeacherUnavailable(
+            f"the teacher's Triton server at {self.url} is not reachable ({detail}); start it "
+            "with `freshlabel up` (with a teacher configured) or point FRESHLABEL_TRITON__URL "
+            "at a running server"
+        )
+
+    async def _call(self, make_call, what: str):
+        """Run one RPC with deadline, retries and backoff; map errors to clear ones."""
+        attempt = 0
+        while True:
+            try:
+                return await make_call()
+            except InferenceServerException as exc:
+                status = exc.status() or ""
+                message = exc.message() or str(exc)
+                if status in RETRYABLE and attempt < self.retries:
+                    attempt += 1
+                    delay = self.backoff_s * 2 ** (attempt - 1)
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    continue
+                if status == "StatusCode.UNAVAILABLE":
+                    raise self._unavailable(f"{what}: {message}") from exc
+                if status == "StatusCode.DEADLINE_EXCEEDED":
+                    raise TeacherClientError(
+                        f"{what} on {self._what()} exceeded {self.timeout_s}s "
+                        f"{attempt + 1} time(s); raise FRESHLABEL_TRITON__REQUEST_TIMEOUT_S or "
+                        "lower max_in_flight"
+                    ) from exc
+                if "unknown model" in message.lower() or status == "StatusCode.NOT_FOUND":
+                    raise TeacherVersionMissing(
+                        f"{self._what()} is not served: {message}. Export it with `freshlabel "
+                        "teacher export --version N` and restart Triton, or request a served "
+                        f"version ({await self._served_versions_text()})"
+                    ) from exc
+                raise TeacherClientError(f"{what} on {self._what()} failed: {message}") from exc
+
+    async def _served_versions_text(self) -> str:
+        try:
+            meta = await self._client.get_model_metadata(
+                self.model_name, as_json=True, client_timeout=self.timeout_s
+            )
+            return "served: " + (", ".join(meta.get("versions", [])) or "none")
+        except InferenceServerException:
+            return f"model {self.model_name!r} not loaded"
+
+    async def check(self) -> dict[str, str]:
+        """Fail fast with a clear error unless the model (version) is ready; returns the
+        `teacher_version.<N>` / `label_scale.<N>` map from the model config."""
+        live = await self._call(
+            lambda: self._client.is_server_live(client_timeout=self.timeout_s), "health check"
+        )
+        if not live:
+            raise self._unavailable("server not live")
+        ready = await self._call(
+            lambda: self._client.is_model_ready(
+                self.model_name, self.model_version, client_timeout=self.timeout_s
+            ),
+            "model readiness",
+        )
+        if not ready:
+            raise TeacherVersionMissing(
+                f"{self._what()} is not ready ({await self._served_versions_text()}); export "
+                "it with `freshlabel teacher export` and restart Triton"
+            )
+        return await self._parameters()
+
+    async def _parameters(self) -> dict[str, str]:
+        config = await self._call(
+            lambda: self._client.get_model_config(
+                self.model_name, self.model_version, as_json=True, client_timeout=self.timeout_s
+            ),
+            "model config",
+        )
+        params = config.get("config", {}).get("parameters", {})
+        values = {k: v.get("string_value", "") for k, v in params.items()}
+        self._teacher_versions = {
+            k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("teacher_version.")
+        }
+        return values
+
+    async def _teacher_version(self, model_version: str) -> str:
+        if model_version not in self._teacher_versions:
+            await self._parameters()
+        return self._teacher_versions.get(model_version, "unknown")
+
+    async def _infer_batch(self, queries: Sequence[str], pin_texts: Sequence[str]):
+        n = len(queries)
+        q = np.asarray([s.encode("utf-8") for s in queries], dtype=object).reshape(n, 1)
+        p = np.asarray([s.encode("utf-8") for s in pin_texts], dtype=object).reshape(n, 1)
+        inputs = [
+            grpcclient.InferInput("query", [n, 1], "BYTES"),
+            grpcclient.InferInput("pin_text", [n, 1], "BYTES"),
+        ]
+        inputs[0].set_data_from_numpy(q)
+        inputs[1].set_data_from_numpy(p)
+        async with self._slots:
+            result = await self._call(
+                lambda: self._client.infer(
+                    self.model_name,
+                    inputs,
+                    model_version=self.model_version,
+                    client_timeout=self.timeout_s,
+                ),
+                f"inference of {n} pairs",
+            )
+        response = result.get_response()
+        return (
+            result.as_numpy("probs"),
+            result.as_numpy("score").reshape(-1),
+            result.as_numpy("label").reshape(-1),
+            response.model_version,
+        )
+
+    async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[TeacherLabel]:
+        """Teacher labels for (query, pin_text) pairs, in input order."""
+        if len(queries) != len(pin_texts):
+            raise ValueError(f"{len(queries)} queries but {len(pin_texts)} pin texts")
+        starts = range(0, len(queries), self.batch_size)
+        batches = await asyncio.gather(
+            *(
+                self._infer_batch(
+                    queries[s : s + self.batch_size], pin_texts[s : s + self.batch_size]
+                )
+                for s in starts
+            )
+        )
+        out: list[TeacherLabel] = []
+        for probs, score, label, version in batches:
+            teacher = await self._teacher_version(version)
+            for i in range(len(score)):
+                out.append(
+                    TeacherLabel(
+                        probs=probs[i].tolist(),
+                        score=float(score[i]),
+                        label=int(label[i]),
+                        model_version=version,
+                        teacher_version=teacher,
+                    )
+                )
+        return out

@@ -1,0 +1,1 @@
+"""The MiniLM cross-encoder teacher: text building, training, evaluation, export."""

@@ -1,0 +1,150 @@
+"""`freshlabel teacher export`: a trained teacher -> a Triton model repository version.
+
+Layout written (python backend; the repository is self-contained):
+
+    <repo>/<model>/config.pbtxt          CPU instances, dynamic batching
+    <repo>/<model>/configs/gpu.pbtxt     the same for KIND_GPU (`--model-config-name=gpu`)
+    <repo>/<model>/<N>/model.py          serving/teacher/triton_model.py
+    <repo>/<model>/<N>/teacher/          the teacher directory (weights, stacker, manifest)
+    <repo>/<model>/<N>/lib/serving/...   snapshot of the teacher code it runs
+
+Both configs carry parameters `teacher_version` / `label_scale` (newest version) and
+`teacher_version.<N>` / `label_scale.<N>` for every version in the repository: Triton's
+model metadata is per model, not per version, so clients map the served version number
+they get with each response to the teacher that produced it.
+"""
+
+from __future__ import annotations
+
+import compileall
+import shutil
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from serving.teacher.model import MANIFEST, TeacherManifest
+
+TEACHER_CODE = Path(__file__).resolve().parent
+# Only what inference imports; training and evaluation stay out of the served snapshot.
+RUNTIME_MODULES = (
+    "__init__.py",
+    "encoders.py",
+    "lexical.py",
+    "metrics.py",
+    "model.py",
+    "stacker.py",
+    "text.py",
+)
+
+
+class ExportOptions(BaseModel):
+    model_name: str = "teacher"
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 5000
+    cpu_instances: int = 1
+    gpu_instances: int = 1
+    model_threads: int = 0
+    teacher_batch_size: int = 64
+    # "int8": CPU instances quantize both encoders at load (GPU instances ignore it).
+    quantize: str = "none"
+
+
+def _config(
+    options: ExportOptions, kind: str, instances: int, parameters: dict[str, str], scale: int
+) -> str:
+    params = "\n".join(
+        f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}'
+        for k, v in sorted(parameters.items())
+    )
+    preferred = sorted(
+        {b for b in (8, 16, 32, options.max_batch_size) if b <= options.max_batch_size}
+    )
+    return f"""# Written by `freshlabel teacher export`; regenerated on every export.
+name: "{options.model_name}"
+backend: "python"
+max_batch_size: {options.max_batch_size}
+input [
+  {{ name: "query" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "pin_text" data_type: TYPE_STRING dims: [ 1 ] }}
+]
+output [
+  {{ name: "probs" data_type: TYPE_FP32 dims: [ {scale} ] }},
+  {{ name: "score" data_type: TYPE_FP32 dims: [ 1 ] }},
+  {{ name: "label" data_type: TYPE_INT32 dims: [ 1 ] }}
+]
+version_policy: {{ latest {{ num_versions: 1 }} }}
+instance_group [ {{ count: {instances} kind: {kind} }} ]
+dynamic_batching {{
+  preferred_batch_size: [ {", ".join(str(b) for b in preferred)} ]
+  max_queue_delay_microseconds: {options.max_queue_delay_us}
+}}
+{params}
+"""
+
+
+def _versions(model_dir: Path) -> dict[int, TeacherManifest]:
+    found = {}
+    for child in model_dir.iterdir() if model_dir.is_dir() else ():
+        manifest = child / "teacher" / MANIFEST
+        if child.name.isdigit() and manifest.is_file():
+            found[int(child.name)] = TeacherManifest.model_validate_json(manifest.read_text())
+    return found
+
+
+def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportOptions) -> Path:
+    """Write (or replace) version `version` of the model; returns the version folder."""
+    if version < 1:
+        raise ValueError(f"--version must be a positive integer (Triton versions), got {version}")
+    manifest_path = teacher_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{teacher_dir} is not a trained teacher (no {MANIFEST}); "
+            "run `freshlabel teacher train --out DIR` first"
+        )
+    manifest = TeacherManifest.model_validate_json(manifest_path.read_text())
+    model_dir = repo / options.model_name
+    existing = _versions(model_dir)
+    scales = {m.scale for n, m in existing.items() if n != version}
+    if scales and scales != {manifest.scale}:
+        raise ValueError(
+            f"{model_dir} serves label scale {sorted(scales)} but {teacher_dir} predicts "
+            f"1..{manifest.scale}; the output shape is per model: export it under another "
+            "--model-name"
+        )
+    target = model_dir / str(version)
+    staging = model_dir / f".{version}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copytree(teacher_dir, staging / "teacher")
+    lib = staging / "lib" / "serving"
+    (lib / "teacher").mkdir(parents=True)
+    (lib / "__init__.py").write_text('"""Snapshot of freshlabel serving code."""\n')
+    for name in RUNTIME_MODULES:
+        shutil.copy2(TEACHER_CODE / name, lib / "teacher" / name)
+    shutil.copy2(TEACHER_CODE / "triton_model.py", staging / "model.py")
+    # Bytecode now, not when the stub first imports the code: a repository polled by Triton
+    # (--model-control-mode=poll) would see new __pycache__ files and reload the model.
+    compileall.compile_dir(staging, quiet=1)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+    existing[version] = manifest
+    newest = max(existing)
+    parameters = {
+        "teacher_version": existing[newest].version,
+        "label_scale": str(existing[newest].scale),
+        "torch_threads": str(options.model_threads),
+        "teacher_batch_size": str(options.teacher_batch_size),
+        "quantize": options.quantize,
+    }
+    for n, m in existing.items():
+        parameters[f"teacher_version.{n}"] = m.version
+        parameters[f"label_scale.{n}"] = str(m.scale)
+    (model_dir / "config.pbtxt").write_text(
+        _config(options, "KIND_CPU", options.cpu_instances, parameters, manifest.scale)
+    )
+    (model_dir / "configs").mkdir(exist_ok=True)
+    (model_dir / "configs" / "gpu.pbtxt").write_text(
+        _config(options, "KIND_GPU", options.gpu_instances, parameters, manifest.scale)
+    )
+    return target

@@ -1,0 +1,171 @@
+"""A trained teacher as one object: load a teacher directory, predict (query, pin_text)
+pairs. The Triton model and in-process callers both go through `Teacher.predict`, so
+served and local probabilities are the same computation.
+
+A teacher directory holds:
+  manifest.json    manifest: version, label scale, data hash, settings, metrics
+  cross_encoder/   fine-tuned MiniLM + classification head (safetensors, tokenizer)
+  bi_encoder/      frozen all-MiniLM-L6-v2 (zero-shot cosine feature), when used
+  bm25.json        frozen BM25 corpus statistics
+  stacker.json     logistic stacker + QWK thresholds
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from serving.teacher.encoders import BiEncoder, CrossEncoder
+from serving.teacher.lexical import LEXICAL_FEATURES, Bm25Stats, lexical_matrix
+from serving.teacher.stacker import Stacker, expected_grade
+
+MANIFEST = "manifest.json"
+
+
+class TeacherManifest(BaseModel):
+    version: str
+    scale: int
+    max_length: int
+    uses_bi_encoder: bool = True
+    created_at: str
+    data: dict[str, object] = Field(default_factory=dict)
+    settings: dict[str, object] = Field(default_factory=dict)
+    metrics: dict[str, object] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    # Grouped as `name=value` text for Triton metadata and reports.
+    features: list[str] = Field(default_factory=list)
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notice; still supported
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def feature_names(scale: int, uses_bi_encoder: bool) -> list[str]:
+    names = [f"ce_logp_{k}" for k in range(1, scale + 1)] + ["ce_grade"]
+    if uses_bi_encoder:
+        names.append("bi_cosine")
+    return names + list(LEXICAL_FEATURES)
+
+
+def cross_encoder_features(logits: np.ndarray) -> np.ndarray:
+    logp = torch.log_softmax(torch.from_numpy(logits).double(), dim=1).numpy()
+    return np.column_stack([logp, expected_grade(np.exp(logp))])
+
+
+@dataclass
+class TeacherPrediction:
+    probs: np.ndarray  # (n, scale), rows sum to 1
+    score: np.ndarray  # (n,), expected grade mapped to [0, 1]
+    label: np.ndarray  # (n,), 1..scale via the QWK thresholds
+
+
+class Teacher:
+    def __init__(
+        self,
+        manifest: TeacherManifest,
+        cross_encoder: CrossEncoder,
+        bi_encoder: BiEncoder | None,
+        bm25: Bm25Stats,
+        stacker: Stacker,
+        batch_size: int = 64,
+    ):
+        self.manifest = manifest
+        self.cross_encoder = cross_encoder
+        self.bi_encoder = bi_encoder
+        self.bm25 = bm25
+        self.stacker = stacker
+        self.batch_size = batch_size
+
+    @property
+    def scale(self) -> int:
+        return self.manifest.scale
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @classmethod
+    def load(
+        cls, path: Path, batch_size: int = 64, device: str = "cpu", quantize: str = "none"
+    ) -> Teacher:
+        """`quantize="int8"`: dynamic int8 quantization of both encoders' linear layers
+        (CPU only; docs/benchmarks.md has its speed and quality)."""
+        path = Path(path)
+        if not (path / MANIFEST).is_file():
+            raise FileNotFoundError(
+                f"{path} is not a teacher directory (no {MANIFEST}); "
+                "train one with `freshlabel teacher train --out DIR`"
+            )
+        manifest = TeacherManifest.model_validate_json((path / MANIFEST).read_text())
+        bi = (
+            BiEncoder.load(path / "bi_encoder", manifest.max_length)
+            if manifest.uses_bi_encoder
+            else None
+        )
+        cross_encoder = CrossEncoder.load(path / "cross_encoder")
+        cross_encoder.model.to(device)
+        if bi is not None:
+            bi.model.to(device)
+        if quantize == "int8":
+            cross_encoder.model = quantize_int8(cross_encoder.model)
+            if bi is not None:
+                bi.model = quantize_int8(bi.model)
+        elif quantize != "none":
+            raise ValueError(f"quantize must be 'none' or 'int8', not {quantize!r}")
+        return cls(
+            manifest,
+            cross_encoder,
+            bi,
+            Bm25Stats.load(path / "bm25.json"),
+            Stacker.load(path / "stacker.json"),
+            batch_size=batch_size,
+        )
+
+    def features(
+        self,
+        queries: Sequence[str],
+        pin_texts: Sequence[str],
+        logits: np.ndarray | None = None,
+        bi_cosine: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Stacker inputs; `logits`/`bi_cosine` may be passed in when already computed."""
+        if logits is None:
+            logits = self.cross_encoder.logits(
+                queries, pin_texts, self.manifest.max_length, self.batch_size
+            )
+        parts = [cross_encoder_features(logits)]
+        if self.bi_encoder is not None:
+            if bi_cosine is None:
+                bi_cosine = self.bi_encoder.cosine(queries, pin_texts)
+            parts.append(np.asarray(bi_cosine)[:, None])
+        parts.append(lexical_matrix(self.bm25, queries, pin_texts))
+        return np.column_stack(parts).astype(np.float64)
+
+    def predict_features(self, x: np.ndarray) -> TeacherPrediction:
+        probs = self.stacker.probs(x)
+        grade = expected_grade(probs)
+        return TeacherPrediction(
+            probs=probs.astype(np.float32),
+            score=((grade - 1.0) / (self.scale - 1)).astype(np.float32),
+            label=self.stacker.labels(probs).astype(np.int32),
+        )
+
+    def predict(self, queries: Sequence[str], pin_texts: Sequence[str]) -> TeacherPrediction:
+        """Probabilities over the label scale for each (query, pin_text) pair."""
+        if len(queries) != len(pin_texts):
+            raise ValueError(f"{len(queries)} queries but {len(pin_texts)} pin texts")
+        if not queries:
+            empty = np.zeros((0, self.scale), dtype=np.float32)
+            return TeacherPrediction(empty, np.zeros(0, np.float32), np.zeros(0, np.int32))
+        return self.predict_features(self.features(queries, pin_texts))

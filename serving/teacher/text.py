@@ -1,0 +1,115 @@
+"""The ONE function that turns a pin's text features into the teacher's input text.
+
+Training (`freshlabel teacher train`), evaluation, the Triton model and the continuous
+labeler all call `build_pin_text`, so a model only ever sees text built the same way.
+It is pure and fast (string work only, no tokenizer): the labeler calls it on every row.
+
+Each present field becomes `<marker>: <text>` and fields are joined by ` | `, in order of
+how much they say about relevance (title first, the long description last). Absent
+fields (None, empty, or only whitespace) are skipped, never filled with placeholders.
+Each field is cut to a budget of whitespace-separated words (roughly 0.75 WordPiece
+tokens each), so one long description cannot crowd out the title inside `max_length`.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+
+# (field, marker, word budget), in output order.
+FIELDS: tuple[tuple[str, str, int], ...] = (
+    ("title", "title", 32),
+    ("link_title", "link", 16),
+    ("caption", "caption", 32),
+    ("board_titles", "boards", 24),
+    ("top_queries", "searches", 16),
+    ("description", "description", 48),
+)
+FIELD_SEPARATOR = " | "
+LIST_SEPARATOR = "; "
+# Board titles and top queries beyond these many entries add little and cost tokens.
+MAX_LIST_ITEMS = 5
+
+_TAG = re.compile(r"<[^>]{0,200}>")
+_SPACE = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """Unescape HTML entities, drop tags, collapse whitespace (descriptions are scraped)."""
+    if "<" in text:
+        text = _TAG.sub(" ", text)
+    if "&" in text:
+        text = html.unescape(text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def _cut(text: str, budget: int) -> str:
+    words = text.split(" ")
+    return text if len(words) <= budget else " ".join(words[:budget])
+
+
+def _field_text(value: str | Sequence[str] | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return clean_text(value)
+    items = [clean_text(v) for v in value if v is not None]
+    items = [v for v in items if v]
+    # Keep order (most relevant first) but drop repeats, e.g. the same board name twice.
+    unique = list(dict.fromkeys(items))[:MAX_LIST_ITEMS]
+    return LIST_SEPARATOR.join(unique)
+
+
+def build_pin_text(
+    *,
+    title: str | None = None,
+    description: str | None = None,
+    caption: str | None = None,
+    board_titles: Sequence[str] | None = None,
+    top_queries: Sequence[str] | None = None,
+    link_title: str | None = None,
+) -> str:
+    """The pin's text for the teacher, e.g. `title: Oak desk | description: Solid oak ...`.
+
+    Takes exactly the text features of `schemas.enriched_impression.EnrichedImpression`.
+    Returns "" when no field is present (the teacher then sees the query alone).
+    """
+    values = {
+        "title": title,
+        "description": description,
+        "caption": caption,
+        "board_titles": board_titles,
+        "top_queries": top_queries,
+        "link_title": link_title,
+    }
+    parts = []
+    for field, marker, budget in FIELDS:
+        text = _field_text(values[field])
+        if text:
+            parts.append(f"{marker}: {_cut(text, budget)}")
+    return FIELD_SEPARATOR.join(parts)
+
+
+def clean_query(query: str) -> str:
+    return clean_text(query).lower()
+
+
+_MARKERS = {marker: field for field, marker, _ in FIELDS}
+
+
+def split_pin_text(pin_text: str) -> dict[str, str]:
+    """Inverse of `build_pin_text` for the lexical features: {field: text} of each part.
+
+    Text that a pin's own content put after ` | ` stays with the field before it.
+    """
+    fields: dict[str, str] = {}
+    current: str | None = None
+    for part in pin_text.split(FIELD_SEPARATOR):
+        marker, sep, rest = part.partition(": ")
+        if sep and marker in _MARKERS and _MARKERS[marker] not in fields:
+            current = _MARKERS[marker]
+            fields[current] = rest
+        elif current is not None:
+            fields[current] += FIELD_SEPARATOR + part
+    return fields

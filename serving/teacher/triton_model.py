@@ -1,0 +1,96 @@
+"""Triton python-backend model for a freshlabel teacher (copied as `<version>/model.py`).
+
+Inputs arrive as BYTES (`query`, `pin_text`) and are tokenized here, so requests of any
+text length batch together; every request Triton hands to one `execute` call is scored
+in one teacher batch. The version folder carries its own snapshot of the teacher code
+(`lib/`) and weights (`teacher/`): the repository runs wherever torch + transformers do.
+"""
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "lib"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _parameter(config, name, default):
+    value = config.get("parameters", {}).get(name, {}).get("string_value")
+    return default if value in (None, "") else value
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        import torch
+
+        try:
+            from serving.teacher.model import Teacher
+        except Exception as exc:
+            # transformers' lazy imports hide the real cause; surface it in Triton's log.
+            cause = exc.__cause__ or exc.__context__ or exc
+            detail = "".join(traceback.format_exception(cause))
+            raise RuntimeError(f"cannot import the teacher code: {exc}\n{detail}") from exc
+
+        config = json.loads(args["model_config"])
+        threads = int(_parameter(config, "torch_threads", "0"))
+        if threads > 0:
+            torch.set_num_threads(threads)
+        device = "cpu"
+        if args.get("model_instance_kind") == "GPU":
+            device = f"cuda:{args['model_instance_device_id']}"
+        batch_size = int(_parameter(config, "teacher_batch_size", "64"))
+        quantize = _parameter(config, "quantize", "none") if device == "cpu" else "none"
+        self.teacher = Teacher.load(
+            HERE / "teacher", batch_size=batch_size, device=device, quantize=quantize
+        )
+        self.scale = self.teacher.scale
+
+    def _texts(self, request, name):
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            raise ValueError(f"input {name!r} is missing")
+        values = tensor.as_numpy().reshape(-1)
+        return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+    def execute(self, requests):
+        queries, pin_texts, spans, errors = [], [], [], {}
+        for i, request in enumerate(requests):
+            try:
+                q = self._texts(request, "query")
+                p = self._texts(request, "pin_text")
+                if len(q) != len(p):
+                    raise ValueError(f"{len(q)} queries but {len(p)} pin texts in one request")
+            except (ValueError, UnicodeDecodeError) as exc:
+                errors[i] = str(exc)
+                spans.append((0, 0))
+                continue
+            spans.append((len(queries), len(queries) + len(q)))
+            queries += q
+            pin_texts += p
+        prediction = self.teacher.predict(queries, pin_texts)
+        responses = []
+        for i, (start, end) in enumerate(spans):
+            if i in errors:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(errors[i])))
+                continue
+            outputs = [
+                pb_utils.Tensor("probs", prediction.probs[start:end].astype(np.float32)),
+                pb_utils.Tensor(
+                    "score", prediction.score[start:end].reshape(-1, 1).astype(np.float32)
+                ),
+                pb_utils.Tensor(
+                    "label", prediction.label[start:end].reshape(-1, 1).astype(np.int32)
+                ),
+            ]
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+        return responses
+
+    def finalize(self):
+        self.teacher = None

@@ -1,0 +1,185 @@
+"""Train a tiny teacher, export it, serve it from a real Triton server, query it with the
+async client; and the clear errors when the server or the model version is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infra import stack, triton
+from infra.cli import main
+from infra.config import Settings
+from infra.process import free_port, stop
+from serving.client import TeacherClient, TeacherUnavailable, TeacherVersionMissing
+from serving.teacher.data import load_pairs
+from serving.teacher.export import ExportOptions, export_teacher
+from serving.teacher.model import Teacher
+from serving.teacher.train import TrainConfig, train_teacher
+from tests.conftest import make_settings
+from tests.teacher_fixtures import world_sample
+
+# A few optimizer steps: enough to exercise every part; quality is not the point here.
+TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
+
+
+def triton_ports() -> dict[str, int]:
+    return {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return world_sample(tmp_path_factory.mktemp("data") / "world.parquet")
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("teachers") / "tiny"
+    train_teacher(load_pairs(world, "world"), out, TINY, version="tiny-test")
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One real Triton per module, on a freshly exported repository, stopped by PID."""
+    root = tmp_path_factory.mktemp("triton")
+    repo = root / "repo"
+    export_teacher(tiny_teacher, repo, 1, ExportOptions())
+    settings = Settings(state_dir=root / "state", triton={"repository": repo, **triton_ports()})
+    record = triton.start_triton(settings)
+    try:
+        triton.wait_ready(settings, record)
+        yield settings
+    finally:
+        stop(record)
+
+
+def pairs_of(world: Path, n: int) -> tuple[list[str], list[str]]:
+    pairs = load_pairs(world, "world")
+    return pairs.queries[:n], pairs.pin_texts[:n]
+
+
+def test_export_writes_cpu_and_gpu_configs_with_teacher_metadata(
+    tiny_teacher: Path, tmp_path: Path
+) -> None:
+    export_teacher(tiny_teacher, tmp_path, 1, ExportOptions(max_queue_delay_us=2000))
+    target = export_teacher(tiny_teacher, tmp_path, 2, ExportOptions(max_queue_delay_us=2000))
+    model = tmp_path / "teacher"
+    cpu = (model / "config.pbtxt").read_text()
+    gpu = (model / "configs" / "gpu.pbtxt").read_text()
+    assert 'backend: "python"' in cpu and "KIND_CPU" in cpu and "KIND_GPU" in gpu
+    assert "max_queue_delay_microseconds: 2000" in cpu and "max_batch_size: 64" in cpu
+    assert 'name: "query" data_type: TYPE_STRING' in cpu
+    assert 'name: "probs" data_type: TYPE_FP32 dims: [ 4 ]' in cpu
+    for key in ("teacher_version.1", "teacher_version.2", "label_scale.2"):
+        assert f'key: "{key}"' in cpu
+    assert (target / "model.py").is_file() and (target / "teacher" / "manifest.json").is_file()
+    assert (target / "lib" / "serving" / "teacher" / "text.py").is_file()
+    with pytest.raises(ValueError, match="positive integer"):
+        export_teacher(tiny_teacher, tmp_path, 0, ExportOptions())
+
+
+def test_served_probabilities_match_in_process_inference(
+    served: Settings, tiny_teacher: Path, world: Path
+) -> None:
+    queries, pin_texts = pairs_of(world, 40)
+
+    async def main():
+        async with TeacherClient.from_settings(served, batch_size=4, max_in_flight=8) as client:
+            params = await client.check()
+            return params, await client.score(queries, pin_texts)
+
+    params, served_labels = asyncio.run(main())
+    expected = Teacher.load(tiny_teacher).predict(queries, pin_texts)
+    assert len(served_labels) == 40
+    probs = np.asarray([r.probs for r in served_labels])
+    np.testing.assert_allclose(probs, expected.probs, atol=1e-5)
+    np.testing.assert_allclose([r.score for r in served_labels], expected.score, atol=1e-5)
+    assert [r.label for r in served_labels] == expected.label.tolist()
+    assert {r.model_version for r in served_labels} == {"1"}
+    assert {r.teacher_version for r in served_labels} == {"tiny-test"}
+    assert params["label_scale"] == "4"
+
+
+def test_many_in_flight_requests_come_back_in_order(
+    served: Settings, tiny_teacher: Path, world: Path
+) -> None:
+    queries, pin_texts = pairs_of(world, 96)
+
+    async def main():
+        async with TeacherClient.from_settings(served, batch_size=1, max_in_flight=32) as client:
+            return await client.score(queries, pin_texts)
+
+    one_by_one = asyncio.run(main())
+    expected = Teacher.load(tiny_teacher).predict(queries, pin_texts)
+    np.testing.assert_allclose([r.score for r in one_by_one], expected.score, atol=1e-5)
+
+
+def test_missing_model_version_is_a_clear_error(served: Settings) -> None:
+    async def main():
+        async with TeacherClient.from_settings(served, model_version="7") as client:
+            await client.score(["oak desk"], ["title: oak desk"])
+
+    with pytest.raises(TeacherVersionMissing, match="version 7") as info:
+        asyncio.run(main())
+    assert "served: 1" in str(info.value) and "teacher export" in str(info.value)
+
+
+def test_server_down_is_a_clear_error() -> None:
+    settings = Settings(triton={"grpc_port": free_port(), "retries": 1, "retry_backoff_s": 0.05})
+
+    async def main():
+        async with TeacherClient.from_settings(settings, timeout_s=3.0) as client:
+            await client.score(["oak desk"], ["title: oak desk"])
+
+    with pytest.raises(TeacherUnavailable, match=f"127.0.0.1:{settings.triton.grpc_port}") as info:
+        asyncio.run(main())
+    assert "freshlabel up" in str(info.value)
+
+
+def test_cli_eval_json_and_export(
+    tiny_teacher: Path,
+    world: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # In-process (`main(argv)`): a subprocess would pay torch's import again.
+    monkeypatch.setenv("FRESHLABEL_STATE_DIR", str(tmp_path / "state"))
+    argv = ["teacher", "eval", "--data", str(world), "--columns", "world"]
+    argv += ["--model", str(tiny_teacher), "--report", str(tmp_path / "report"), "--json"]
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for key in ("accuracy", "qwk", "ndcg10", "bm25_ndcg10", "biencoder_ndcg10", "auroc"):
+        assert key in metrics
+    for name in ("report.md", "confusion.png", "calibration.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0
+    repo = tmp_path / "repo"
+    argv = ["teacher", "export", "--model", str(tiny_teacher), "--repo", str(repo)]
+    assert main([*argv, "--version", "3"]) == 0
+    assert (repo / "teacher" / "3" / "model.py").is_file()
+    assert main(["teacher", "eval", "--data", str(world), "--columns", "crowdflower"]) == 2
+    assert "missing column" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_up_serves_the_configured_teacher_and_status_shows_it(
+    tiny_teacher: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path / "state", triton=triton_ports(), teacher={"model_dir": tiny_teacher}
+    )
+    stack.up(settings)
+    try:
+        report = {s.name: s for s in stack.status(settings)}
+        assert report["triton"].healthy, report["triton"].detail
+        assert "versions 1" in report["triton"].detail
+    finally:
+        stopped = stack.down(settings)
+    assert any(s.startswith("triton") for s in stopped)
+    assert not triton.triton_ready(settings)
+
