@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from infra.artifacts import sha256_of
 from serving.teacher.text import build_pin_text, clean_query
 
 PIN_FIELDS = ("title", "description", "caption", "board_titles", "top_queries", "link_title")
@@ -73,14 +73,6 @@ class LabeledPairs(BaseModel):
         return self.frame["label"].to_numpy(dtype=np.int64)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _value(row: dict, column: str | None):
     if column is None:
         return None
@@ -126,7 +118,7 @@ def load_pairs(path: Path, columns: ColumnMap | str, scale: int | None = None) -
             "weight": weight / weight.mean(),
         }
     )
-    return LabeledPairs(frame=frame, scale=top, source=str(path), sha256=file_sha256(path))
+    return LabeledPairs(frame=frame, scale=top, source=str(path), sha256=sha256_of(path))
 
 
 def query_folds(queries: list[str], k: int, seed: int) -> np.ndarray:
