@@ -234,6 +234,20 @@ def latency(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         ]
         produce(settings, prefill)
         operations.deploy(settings)
+        # The exactly-once sink runs alongside, so the lag to "visible in Iceberg" is measured.
+        import threading
+
+        from streams.iceberg_sink import IcebergSink
+
+        sink_stop = threading.Event()
+        sink = IcebergSink(
+            settings,
+            "impressions.enriched",
+            "impressions_enriched",
+            batch_seconds=args.sink_batch_seconds,
+        )
+        sink_thread = threading.Thread(target=sink.run, kwargs={"should_stop": sink_stop.is_set})
+        sink_thread.start()
         total = int(args.rate * args.seconds)
         with producer(settings) as prod:
             started = time.monotonic()
@@ -274,7 +288,16 @@ def latency(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
                 f"only {len(lat)} steady-state rows: run longer than warmup + hold + 2 s"
             )
         cuts = statistics.quantiles(lat, n=100)
+        time.sleep(args.sink_batch_seconds + 5)
+        sink_stop.set()
+        sink_thread.join(timeout=120)
+        visible = _visible_lags(settings, warm_until, steady_until)
+        vcuts = statistics.quantiles(visible, n=100) if len(visible) >= 100 else None
         return {
+            "iceberg_sink_batch_seconds": args.sink_batch_seconds,
+            "iceberg_steady_rows": len(visible),
+            "iceberg_visible_p50_s": round(vcuts[49], 3) if vcuts else None,
+            "iceberg_visible_p95_s": round(vcuts[94], 3) if vcuts else None,
             "rate_target": args.rate,
             "rate_achieved": round(achieved),
             "impressions": total,
@@ -291,6 +314,25 @@ def latency(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         stack.down(settings)
 
 
+def _visible_lags(settings: Settings, since: datetime, until: datetime) -> list[float]:
+    """Event time -> the commit of the Iceberg snapshot that made the row visible."""
+    import bisect
+
+    from infra.catalog import open_catalog
+
+    table = open_catalog(settings).load_table(f"{settings.catalog.namespace}.impressions_enriched")
+    rows = table.scan(selected_fields=("event_time", "_ingested_at")).to_arrow().to_pylist()
+    commits = sorted(s.timestamp_ms / 1000 for s in table.metadata.snapshots)
+    lags = []
+    for row in rows:
+        if since <= row["event_time"] < until:
+            at = commits[
+                min(bisect.bisect_left(commits, row["_ingested_at"].timestamp()), len(commits) - 1)
+            ]
+            lags.append(at - row["event_time"].timestamp())
+    return sorted(lags)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("mode", choices=("throughput", "latency"))
@@ -298,6 +340,7 @@ def main() -> int:
     parser.add_argument("--pins", type=int, default=10_000)
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument("--rate", type=float, default=2000)
+    parser.add_argument("--sink-batch-seconds", type=float, default=5.0)
     parser.add_argument("--seconds", type=float, default=100)
     parser.add_argument("--delay", type=float, default=5.0, help="flink.watermark_delay_s")
     parser.add_argument("--lateness", type=float, default=60.0, help="flink.allowed_lateness_s")
