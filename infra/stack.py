@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -124,6 +125,13 @@ def _refuse_taken_ports(settings: Settings, durable: bool) -> None:
         "flink rpc": "FRESHLABEL_FLINK__JOBMANAGER_RPC_PORT",
         **triton.PORT_ENV,
     }
+    # A service stopped a moment ago may still be closing its listener: give it a few seconds.
+    deadline = time.monotonic() + 5.0
+    needed = _ports_needed(settings, durable)
+    while time.monotonic() < deadline and not all(
+        port_free(settings.broker.host, port) for port in needed.values()
+    ):
+        time.sleep(0.25)
     taken = [
         f"{what} port {port} on {settings.broker.host} is taken by another process "
         f"(free it or set {env_names[what]})"
