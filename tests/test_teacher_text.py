@@ -78,9 +78,11 @@ def test_thresholds_and_stacker_learn_an_ordinal_signal() -> None:
     cuts = fit_thresholds(signal, labels, 4)
     assert cuts == sorted(cuts) and len(cuts) == 3
     assert qwk(labels, apply_thresholds(signal, cuts), 4) > 0.7
-    x = np.column_stack([signal, rng.normal(size=400)])
+    x = np.column_stack([signal, rng.normal(size=400), labels + rng.normal(0, 1.0, 400)])
     groups = np.repeat(np.arange(40), 10)
-    stacker = fit_stacker(x, labels, groups, ["signal", "noise"], 4)
+    names = ["signal", "noise", "model"]
+    stacker = fit_stacker(x, labels, groups, names, 4, ["signal", "noise"], ["model"])
+    assert stacker.base_columns == [0, 1] and stacker.top_columns == [2]
     probs = stacker.probs(x)
     assert probs.shape == (400, 4) and np.allclose(probs.sum(1), 1.0)
     assert qwk(labels, stacker.labels(probs), 4) > 0.7

@@ -394,22 +394,32 @@ def train_teacher(
     timings["cache_seconds"] = cache_seconds
     bm25 = Bm25Stats.fit(pairs.pin_texts)
     bi = BiEncoder.load(max_length=config.max_length) if config.uses_bi_encoder else None
-    parts = [cross_encoder_features(val_logits)]
-    if bi is not None:
-        cosine = cache.bi_cosine[is_val] if cache.bi_cosine is not None else None
-        if cosine is None:
-            cosine = bi.cosine(val.queries, val.pin_texts)
-        parts.append(cosine[:, None])
-    parts.append(lexical_matrix(bm25, val.queries, val.pin_texts))
-    x_val = np.column_stack(parts).astype(np.float64)
     names = feature_names(pairs.scale, bi is not None)
+    # Features nothing was trained for, on every row (the stacker's base stage) ...
+    untrained = [lexical_matrix(bm25, pairs.queries, pairs.pin_texts)]
+    if bi is not None:
+        cosine = cache.bi_cosine
+        if cosine is None:
+            cosine = bi.cosine(pairs.queries, pairs.pin_texts)
+        untrained.insert(0, np.asarray(cosine)[:, None])
+    ce_width = pairs.scale + 1
+    x_all = np.column_stack([np.zeros((len(pairs.frame), ce_width)), *untrained])
+    # ... and the cross-encoder's, on the validation rows it never trained on.
+    x_val = x_all[is_val].copy()
+    x_val[:, :ce_width] = cross_encoder_features(val_logits)
+    weights = pairs.frame["weight"].to_numpy() if config.use_weights else None
     stacker = fit_stacker(
         x_val,
         val.labels,
         np.asarray(val.queries),
         names,
         pairs.scale,
-        weights=val.frame["weight"].to_numpy() if config.use_weights else None,
+        base_features=names[ce_width:],
+        top_features=["ce_grade"],
+        x_all=x_all,
+        labels_all=pairs.labels,
+        weights_val=weights[is_val] if weights is not None else None,
+        weights_all=weights,
     )
     # Cross-encoder alone on validation (argmax and with its own thresholds), for the record.
     ce_probs = torch.softmax(torch.from_numpy(val_logits).double(), 1).numpy()
