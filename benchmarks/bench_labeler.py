@@ -37,7 +37,22 @@ from serving.labeler.labeler import Labeler  # noqa: E402
 from serving.labeler.triton_scorer import TritonScorer  # noqa: E402
 from streams.kafka_io import producer  # noqa: E402
 
-WORDS = "oak desk lamp wool blanket vase ceramic chair linen sofa rug garden tent boots".split()
+WORDS = [
+    "oak",
+    "desk",
+    "lamp",
+    "wool",
+    "blanket",
+    "vase",
+    "ceramic",
+    "chair",
+    "linen",
+    "sofa",
+    "rug",
+    "garden",
+    "tent",
+    "boots",
+]
 
 
 def row(i: int, unique: bool, rng: np.random.Generator, at: datetime) -> EnrichedImpression:
@@ -47,10 +62,18 @@ def row(i: int, unique: bool, rng: np.random.Generator, at: datetime) -> Enriche
         q = f"{WORDS[min(int(rng.zipf(1.6)), 14) - 1]} {WORDS[min(int(rng.zipf(1.6)), 14) - 1]}"
         pin = f"pin-{min(int(rng.zipf(1.3)), 400)}"
     return EnrichedImpression(
-        impression_id=f"b{i}-{time.time_ns()}", request_id="r", user_id="u", query=q,
-        pin_id=pin, position=1, country="US", locale="en-US", event_time=at,
+        impression_id=f"b{i}-{time.time_ns()}",
+        request_id="r",
+        user_id="u",
+        query=q,
+        pin_id=pin,
+        position=1,
+        country="US",
+        locale="en-US",
+        event_time=at,
         title=f"{pin} {WORDS[hash(pin) % 14]} {WORDS[hash(pin) // 7 % 14]}",
-        caption=f"a photo of a {WORDS[hash(pin) % 14]}", enriched_at=at,
+        caption=f"a photo of a {WORDS[hash(pin) % 14]}",
+        enriched_at=at,
     )
 
 
@@ -63,9 +86,13 @@ async def drain(settings: Settings, expected: int) -> dict[str, float]:
     finally:
         await scorer.close()
     seconds = time.monotonic() - started
-    return {"rows": stats.rows, "seconds": round(seconds, 1),
-            "labels_per_s": round(stats.rows / seconds, 1),
-            "hit_rate": round(stats.cache_hits / max(1, stats.rows), 3), "scored": stats.scored}
+    return {
+        "rows": stats.rows,
+        "seconds": round(seconds, 1),
+        "labels_per_s": round(stats.rows / seconds, 1),
+        "hit_rate": round(stats.cache_hits / max(1, stats.rows), 3),
+        "scored": stats.scored,
+    }
 
 
 def throughput(settings: Settings, rows: int, unique: bool) -> dict[str, float]:
@@ -82,8 +109,9 @@ def throughput(settings: Settings, rows: int, unique: bool) -> dict[str, float]:
 def freshness_at_rate(settings: Settings, rate: float, seconds: float, env: dict[str, str]) -> dict:
     cmd = [sys.executable, "-m", "infra.cli"]
     labeler = subprocess.Popen([*cmd, "label", "run"], env=env)
-    sink = subprocess.Popen([*cmd, "sink", "run", "--topic", "labels", "--batch-seconds", "5"],
-                            env=env)
+    sink = subprocess.Popen(
+        [*cmd, "sink", "run", "--topic", "labels", "--batch-seconds", "5"], env=env
+    )
     rng = np.random.default_rng(5)
     started = datetime.now(UTC)
     sent = 0
@@ -115,13 +143,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ports = {k: free_port(below=55000) for k in ("http_port", "grpc_port", "metrics_port")}
         settings = Settings(
-            state_dir=Path(tmp), broker={"port": free_port()}, triton=ports,
-            teacher={"model_dir": args.teacher}, quality={"enabled": False},
+            state_dir=Path(tmp),
+            broker={"port": free_port()},
+            triton=ports,
+            teacher={"model_dir": args.teacher},
+            quality={"enabled": False},
         )
-        env = {"FRESHLABEL_STATE_DIR": tmp, "FRESHLABEL_BROKER__PORT": str(settings.broker.port),
-               "FRESHLABEL_QUALITY__ENABLED": "false",
-               **{f"FRESHLABEL_TRITON__{k.upper()}": str(v) for k, v in ports.items()},
-               "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+        env = {
+            "FRESHLABEL_STATE_DIR": tmp,
+            "FRESHLABEL_BROKER__PORT": str(settings.broker.port),
+            "FRESHLABEL_QUALITY__ENABLED": "false",
+            **{f"FRESHLABEL_TRITON__{k.upper()}": str(v) for k, v in ports.items()},
+            "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        }
         stack.up(settings)
         try:
             result = {
