@@ -182,4 +182,3 @@ def test_up_serves_the_configured_teacher_and_status_shows_it(
         stopped = stack.down(settings)
     assert any(s.startswith("triton") for s in stopped)
     assert not triton.triton_ready(settings)
-

@@ -6,8 +6,9 @@ Recipe (why each step is there):
 - length-bucketed batches: on CPU, padding costs more than anything else;
 - early stopping on validation nDCG@10 + QWK (not log-loss: a head that stays near the
   label prior wins on log-loss while ranking poorly); the best epoch's weights are kept;
-- the stacker (cross-encoder + bi-encoder cosine + BM25/coverage features, QWK
-  thresholds) is fitted on the validation rows, which the cross-encoder never trained on.
+- the two-stage stacker (serving/teacher/stacker.py): bi-encoder + BM25/coverage
+  features fitted on every row, the cross-encoder's grade added on the validation rows,
+  which the cross-encoder never trained on; QWK thresholds on unseen queries.
 """
 
 from __future__ import annotations
