@@ -316,21 +316,19 @@ def latency(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
 
 def _visible_lags(settings: Settings, since: datetime, until: datetime) -> list[float]:
     """Event time -> the commit of the Iceberg snapshot that made the row visible."""
-    import bisect
-
     from infra.catalog import open_catalog
+    from serving.labeler.freshness import visible_at
 
     table = open_catalog(settings).load_table(f"{settings.catalog.namespace}.impressions_enriched")
-    rows = table.scan(selected_fields=("event_time", "_ingested_at")).to_arrow().to_pylist()
-    commits = sorted(s.timestamp_ms / 1000 for s in table.metadata.snapshots)
-    lags = []
-    for row in rows:
-        if since <= row["event_time"] < until:
-            at = commits[
-                min(bisect.bisect_left(commits, row["_ingested_at"].timestamp()), len(commits) - 1)
-            ]
-            lags.append(at - row["event_time"].timestamp())
-    return sorted(lags)
+    rows = [
+        r
+        for r in table.scan(selected_fields=("event_time", "_ingested_at")).to_arrow().to_pylist()
+        if since <= r["event_time"] < until
+    ]
+    visible = visible_at(table, [r["_ingested_at"].timestamp() for r in rows])
+    return sorted(
+        float(v) - r["event_time"].timestamp() for v, r in zip(visible, rows, strict=True)
+    )
 
 
 def main() -> int:

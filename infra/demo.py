@@ -243,20 +243,9 @@ def _last_json_line(path: Path) -> dict[str, Any]:
     return {}
 
 
-def _qwk(a: np.ndarray, b: np.ndarray, scale: int) -> float:
-    observed = np.zeros((scale, scale))
-    for x, y in zip(a, b, strict=True):
-        observed[x - 1, y - 1] += 1
-    weights = np.array([[(i - j) ** 2 for j in range(scale)] for i in range(scale)]) / (
-        (scale - 1) ** 2
-    )
-    expected = np.outer(observed.sum(1), observed.sum(0)) / max(1, observed.sum())
-    denominator = (weights * expected).sum()
-    return float(1 - (weights * observed).sum() / denominator) if denominator else 0.0
-
-
 def _measure(s: Settings, produced: dict[str, int], labeler: dict[str, Any]) -> dict[str, Any]:
     from serving.labeler.freshness import freshness
+    from serving.teacher.metrics import qwk
     from streams.enrich.reference import pit_violations
     from streams.generator.truth import load_truth
     from streams.kafka_io import read_all
@@ -333,7 +322,7 @@ def _measure(s: Settings, produced: dict[str, int], labeler: dict[str, Any]) -> 
             "pairs": len(pairs),
             "exact": round(float((predicted == actual).mean()), 4) if pairs else None,
             "within_one": round(float((abs(predicted - actual) <= 1).mean()), 4) if pairs else None,
-            "qwk": round(_qwk(predicted, actual, scale), 4) if pairs else None,
+            "qwk": round(qwk(actual, predicted, scale), 4) if pairs else None,
         },
         "labeler": labeler,
         "sample_enriched_rows": sample,

@@ -12,6 +12,7 @@ when the enrichment job emitted the row: the labeling path's own freshness.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel
 from pyiceberg.catalog import Catalog
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression, GreaterThanOrEqual
+from pyiceberg.table import Table
 
 
 class Freshness(BaseModel):
@@ -56,11 +58,16 @@ def label_lags(
         return np.array([])
     event_s = enriched.column(start).take(at).cast("int64").to_numpy(zero_copy_only=False) / 1e6
     ingested_s = labels.column("_ingested_at").cast("int64").to_numpy(zero_copy_only=False) / 1e6
-    commits = sorted(s.timestamp_ms / 1000 for s in labels_table.metadata.snapshots)
-    visible = np.array(
+    return np.maximum(visible_at(labels_table, ingested_s) - event_s, 0.0)
+
+
+def visible_at(table: Table, ingested_s: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Epoch seconds each row became readable: the first snapshot committed at or after
+    the `_ingested_at` the sink stamped it with just before committing."""
+    commits = sorted(s.timestamp_ms / 1000 for s in table.metadata.snapshots)
+    return np.array(
         [commits[min(bisect.bisect_left(commits, t), len(commits) - 1)] for t in ingested_s]
     )
-    return np.maximum(visible - event_s, 0.0)
 
 
 def freshness(
