@@ -109,9 +109,11 @@ def throughput(settings: Settings, rows: int, unique: bool) -> dict[str, float]:
 def freshness_at_rate(settings: Settings, rate: float, seconds: float, env: dict[str, str]) -> dict:
     cmd = [sys.executable, "-m", "infra.cli"]
     labeler = subprocess.Popen([*cmd, "label", "run"], env=env)
-    sink = subprocess.Popen(
-        [*cmd, "sink", "run", "--topic", "labels", "--batch-seconds", "5"], env=env
-    )
+    # Both sinks run, as in production: freshness joins each label to its enriched row.
+    sinks = [
+        subprocess.Popen([*cmd, "sink", "run", "--topic", topic, "--batch-seconds", "5"], env=env)
+        for topic in ("labels", "impressions.enriched")
+    ]
     rng = np.random.default_rng(5)
     started = datetime.now(UTC)
     sent = 0
@@ -126,7 +128,7 @@ def freshness_at_rate(settings: Settings, rate: float, seconds: float, env: dict
             time.sleep(0.01)
         prod.flush()
     time.sleep(20)  # let the tail drain through labeler and sink
-    for proc in (labeler, sink):
+    for proc in (labeler, *sinks):
         proc.terminate()
         proc.wait(timeout=120)
     fresh = freshness(open_catalog(settings), settings.catalog.namespace, since=started)
