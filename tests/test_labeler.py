@@ -7,10 +7,13 @@ polls its repository, so exporting version 2 rolls the served model without a re
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from base64 import b64encode
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ import pytest
 
 from infra import stack, triton
 from infra.catalog import open_catalog
-from infra.config import Settings
+from infra.config import GeneratorSettings, Settings
 from infra.process import ServiceRecord, free_port, port_free, stop
 from schemas import EnrichedImpression
 from serving.labeler.cache import ScoreCache, cache_key, input_hash
@@ -30,6 +33,9 @@ from serving.labeler.triton_scorer import TritonScorer
 from serving.teacher.data import load_pairs
 from serving.teacher.export import ExportOptions, export_teacher
 from serving.teacher.train import TrainConfig, train_teacher
+from streams.dlq import DeadLetter, Reason
+from streams.enrich.reference import expected, load_events
+from streams.generator import generate_events
 from streams.iceberg_sink import IcebergSink
 from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
@@ -165,6 +171,70 @@ def test_every_row_labeled_once_through_a_triton_outage(platform: Platform) -> N
     assert {k[1] for k in mine} == {"labeler-v1"}
     status = (settings.state_dir / "labeler" / "status.json").read_text()
     assert '"dedup_hit_rate"' in status
+
+
+def seeded_enriched(impressions: int) -> list[EnrichedImpression]:
+    """A seeded generator world's impressions with their point-in-time features, as the
+    enrichment job emits them (computed by its Python reference, no Flink needed)."""
+    world = GeneratorSettings(impressions=impressions, pins=120, users=80, queries_file=None)
+    log = load_events(generate_events(world))
+    features = expected(log)
+    return [
+        EnrichedImpression(**imp.model_dump(), **features[iid])
+        for iid, imp in log.impressions.items()
+    ]
+
+
+def _label_ids(settings: Settings, wanted: set[str]) -> int:
+    ids = (json.loads(r.value)["impression_id"] for r in read_all(settings, "labels", 0.5))
+    return len(wanted.intersection(ids))
+
+
+def test_seeded_run_survives_sigkill_and_sends_a_malformed_row_to_the_dlq(
+    platform: Platform,
+) -> None:
+    settings = platform.settings
+    rows = seeded_enriched(1500)
+    wanted = {r.impression_id for r in rows}
+    assert len(wanted) == len(rows) >= 1500
+    broken = b'{"impression_id": "broken-1", "query": '  # cut off mid-record
+    with producer(settings) as prod:
+        produce_events(prod, rows[: len(rows) // 2])
+        prod.send("impressions.enriched", key=b"broken-1", value=broken).get(timeout=30)
+        produce_events(prod, rows[len(rows) // 2 :])
+    command = [sys.executable, "-m", "infra.cli", "label", "run", "--idle-timeout", "15"]
+    first = subprocess.Popen(command, env=_env(settings), cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 180
+        while _label_ids(settings, wanted) < 200 and time.monotonic() < deadline:
+            assert first.poll() is None, "the labeler ended before it was killed"
+            time.sleep(0.2)
+        assert _label_ids(settings, wanted) >= 200
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # no final commit, no goodbye
+        first.wait(timeout=30)
+    assert _label_ids(settings, wanted) < len(rows), "killed too late to test a restart"
+    again = subprocess.run(command, env=_env(settings), cwd=ROOT, capture_output=True, timeout=600)
+    assert again.returncode == 0, again.stdout.decode()[-3000:] + again.stderr.decode()[-3000:]
+
+    labels = _labels_in_iceberg(settings)
+    served = {v for (i, v) in labels if i in wanted}
+    assert len(served) == 1, f"one served version expected, got {served}"
+    version = served.pop()
+    assert {i for (i, v) in labels if v == version and i in wanted} == wanted
+    assert {n for (i, _), n in labels.items() if i in wanted} == {1}
+    dead = [
+        DeadLetter.model_validate_json(r.value)
+        for r in read_all(settings, "impressions.enriched.dlq", 0.5)
+    ]
+    mine = [
+        d
+        for d in dead
+        if d.consumer == settings.labeler.group_id and d.value_b64 == b64encode(broken).decode()
+    ]
+    # Killed after the DLQ write but before its offset commit, the restart may send it again.
+    assert mine and {d.reason for d in mine} == {Reason.MALFORMED_JSON}, dead
+    assert len({d.offset for d in mine}) == 1
 
 
 def test_version_roll_then_backfill(platform: Platform, teachers: dict[str, Path]) -> None:
