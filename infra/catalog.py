@@ -89,12 +89,16 @@ def ensure_table(
     try:
         table = _evolve(catalog.load_table(identifier), entry)
     except NoSuchTableError:
-        table = catalog.create_table(
+        # Created at version 1 and evolved like any older table: Iceberg numbers the fields
+        # of a new table in its own order, so creating the current schema directly would
+        # give an added field a different id than a table that lived through the change.
+        created = catalog.create_table(
             identifier,
-            schema=iceberg_schema(entry),
+            schema=iceberg_schema(entry, version=1),
             partition_spec=partition_spec(entry),
             properties=TABLE_PROPERTIES,
         )
+        table = _evolve(created, entry)
     verify_field_ids(table, entry, identifier)
     return table
 

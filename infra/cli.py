@@ -48,16 +48,26 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
     from infra import stack
+    from infra.worker_status import describe, read_statuses
 
     report = stack.status(settings)
+    # Workers (labeler, sinks) that ran on this state: one that died unstopped is a failure.
+    workers = read_statuses(settings)
+    healthy = all(s.healthy for s in report) and all(w.state != "died" for w in workers)
     if args.json:
-        print(stack.status_json(report))
+        body = json.loads(stack.status_json(report))
+        body["healthy"] = healthy
+        body["workers"] = [{**w.model_dump(), "state": w.state} for w in workers]
+        print(json.dumps(body, indent=2))
     else:
         for s in report:
             mark = "ok  " if s.healthy else "DOWN"
             pid = f" pid {s.pid}" if s.pid else ""
             print(f"{mark} {s.name:<14}{pid} {s.detail}")
-    return 0 if all(s.healthy for s in report) else 1
+        for w in workers:
+            mark = "DIED" if w.state == "died" else "ok  "
+            print(f"{mark} {w.name:<14} {describe(w)}")
+    return 0 if healthy else 1
 
 
 def _schemas_check(args: argparse.Namespace, settings: Settings) -> int:

@@ -118,6 +118,8 @@ class SinkSettings(BaseModel):
 
     batch_rows: int = 100_000
     batch_seconds: float = 60.0
+    # Prometheus endpoint of a sink process (127.0.0.1); one port per process, unset: none.
+    metrics_port: int | None = None
 
 
 class GeneratorSettings(BaseModel):

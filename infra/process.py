@@ -107,14 +107,24 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def is_running(record: ServiceRecord) -> bool:
-    """True if the PID is alive *and* is the very process we started (PIDs get reused):
-    its start time, in clock ticks since boot, must match the one recorded at start."""
-    fields = _stat(record.pid)
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (None if it is gone)."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields is not None else None
+
+
+def pid_alive(pid: int, ticks: int) -> bool:
+    """True if the PID is alive *and* is the very process that had it at `ticks` (PIDs get
+    reused): its start time must match."""
+    fields = _stat(pid)
     # A zombie (state Z) has exited; it only waits to be reaped.
     if fields is None or fields[0] == "Z":
         return False
-    return int(fields[19]) == record.start_ticks
+    return int(fields[19]) == ticks
+
+
+def is_running(record: ServiceRecord) -> bool:
+    return pid_alive(record.pid, record.start_ticks)
 
 
 def wait_until(

@@ -40,6 +40,9 @@ class Event(BaseModel):
     # Fields that identify one event: the sink keeps a single row per key (redeliveries by
     # at-least-once producers or a restored Flink job carry the same key).
     dedupe_key: ClassVar[tuple[str, ...]] = ()
+    # When the fact a row records happened: the sink reports commit time minus this as the
+    # row's freshness ("visible in Iceberg" lag). None: the table has no freshness SLA.
+    lag_field: ClassVar[str | None] = None
 
     @property
     def key(self) -> str:

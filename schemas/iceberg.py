@@ -52,8 +52,10 @@ def nested_field(spec: FieldSpec) -> NestedField:
     )
 
 
-def iceberg_schema(entry: TableEntry) -> Schema:
-    return Schema(*(nested_field(f) for f in entry.current.fields))
+def iceberg_schema(entry: TableEntry, version: int | None = None) -> Schema:
+    """The schema of `version` (default: the current one)."""
+    chosen = entry.current if version is None else entry.versions[version - 1]
+    return Schema(*(nested_field(f) for f in chosen.fields))
 
 
 def partition_spec(entry: TableEntry) -> PartitionSpec:

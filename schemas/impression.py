@@ -13,6 +13,7 @@ class Impression(Event):
     topic: ClassVar[str] = "impressions"
     table: ClassVar[str] = "impressions"
     key_field: ClassVar[str] = "impression_id"
+    lag_field: ClassVar[str | None] = "event_time"
     time_field: ClassVar[str] = "event_time"
     dedupe_key: ClassVar[tuple[str, ...]] = ("impression_id",)
 

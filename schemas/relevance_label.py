@@ -14,6 +14,7 @@ class RelevanceLabel(Event):
     table: ClassVar[str] = "labels"
     key_field: ClassVar[str] = "impression_id"
     time_field: ClassVar[str] = "labeled_at"
+    lag_field: ClassVar[str | None] = "impression_time"
     dedupe_key: ClassVar[tuple[str, ...]] = ("impression_id", "teacher_version")
 
     impression_id: str
@@ -26,3 +27,7 @@ class RelevanceLabel(Event):
     score: float
     labeled_at: UtcDatetime
     input_hash: str
+    # The labeled impression's event time: freshness (event time -> label visible) and
+    # time-based training splits read it without joining the enriched table. Null on
+    # labels written before it existed.
+    impression_time: UtcDatetime | None = None

@@ -30,6 +30,7 @@ from streams.dedupe import DayKeyIndex
 from streams.dlq import DeadLetter
 from streams.kafka_io import consumer, producer
 from streams.offsets import committed_offsets, offsets_property
+from streams.sink_metrics import SinkMetrics
 
 if TYPE_CHECKING:
     from quality.gate import QualityGate
@@ -114,6 +115,7 @@ class IcebergSink:
 
             self.gate = QualityGate(settings, catalog)
         self.dead_letters = DeadLetterWriter(producer(settings))
+        self.metrics = SinkMetrics(settings, table_name, model.lag_field)
         self.consumer = consumer(settings, self.group_id)
         self.batch = _Batch()
         self.stats = SinkStats()
@@ -169,6 +171,7 @@ class IcebergSink:
             self.dead_letters.producer.close()
             if self.gate is not None:
                 self.gate.close()
+            self.metrics.write_status(stopped=True)
         self.stats.dead_letters_by_reason = self.decoder.counters.by_reason()
         return self.stats
 
@@ -177,6 +180,7 @@ class IcebergSink:
         if isinstance(decoded, DeadLetter):
             self.dead_letters.send(decoded)
             self.stats.dead_letters += 1
+            self.metrics.dead_letters.inc()
         else:
             self.batch.events.append(decoded)
             self.batch.positions.append(SourcePosition(partition, offset))
@@ -248,13 +252,17 @@ class IcebergSink:
             datetime.now(UTC),
         )
         table_name = self.table.name()[-1]
+        quarantined = 0
         if self.gate is not None and self.gate.applies_to(table_name):
             # Critical failures go to quarantine (their offsets still count as consumed).
             outcome = self.gate.guard(table_name, rows, batch_id)
             rows = outcome.passed
-            self.stats.rows_quarantined += outcome.quarantined.num_rows
+            quarantined = outcome.quarantined.num_rows
+            self.stats.rows_quarantined += quarantined
         self.table.append(rows, snapshot_properties=offsets_property(self.topic, merged))
+        committed_at = time.time()
         if self.dedupe is not None:
             self.dedupe.remember([batch.events[i] for i in keep])
         self.stats.rows_committed += rows.num_rows
         self.stats.commits += 1
+        self.metrics.record_commit(rows, committed_at, quarantined)

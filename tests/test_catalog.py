@@ -54,6 +54,23 @@ def test_additive_evolution_is_applied_with_stable_ids(settings: Settings) -> No
     assert table.schema().find_field("score").field_id == current["score"].id
 
 
+def test_a_new_table_gets_the_ids_of_one_that_lived_through_the_change(
+    settings: Settings,
+) -> None:
+    catalog = open_catalog(settings)
+    ensure_namespace(catalog, "freshlabel")
+    registry = Registry.load()
+    register(registry, [_LabelV2])  # adds a scalar and a list after the current version
+    assert len(registry.tables["labels"].versions) >= 3  # v1, v2 (impression_time), this one
+    fresh = ensure_table(catalog, "freshlabel", "labels", registry)
+    ids = {f.name: f.field_id for f in fresh.schema().fields}
+    current = registry.tables["labels"].current
+    assert ids == {f.name: f.id for f in current.fields}
+    assert fresh.schema().find_field("reasons").field_type.element_id == (
+        current.by_name()["reasons"].element_id
+    )
+
+
 def test_non_additive_change_is_refused(settings: Settings) -> None:
     with pytest.raises(SchemaEvolutionError, match="label_scale: type long -> string"):
         register(Registry.load(), [_LabelBroken])

@@ -125,3 +125,26 @@ def test_freshness_from_event_time_and_enriched_at(settings: Settings) -> None:
     assert live.labels == replay.labels == 10
     assert 30 <= live.lag_p50_s < 120 and live.lag_p95_s >= live.lag_p50_s
     assert 10 <= replay.lag_p50_s < live.lag_p50_s
+
+
+def test_labels_carrying_their_impression_time_need_no_enriched_row(settings: Settings) -> None:
+    from serving.labeler.freshness import freshness
+
+    now = datetime.now(UTC)
+    carried = RelevanceLabel(
+        impression_id="carried",
+        query="q",
+        pin_id="p",
+        teacher_version="v1",
+        label_scale=2,
+        probs=[0.5, 0.5],
+        score=1.5,
+        labeled_at=now,
+        input_hash="h",
+        impression_time=now - timedelta(seconds=400),
+    )
+    _append(settings, "labels", [carried])
+    catalog = open_catalog(settings)
+    fresh = freshness(catalog, "freshlabel")
+    # No enriched table row exists for it: the lag comes from the label alone.
+    assert fresh.labels == 1 and 400 <= fresh.lag_p50_s < 500

@@ -169,8 +169,34 @@ def test_every_row_labeled_once_through_a_triton_outage(platform: Platform) -> N
     assert {k[0] for k in mine} == {r.impression_id for r in rows}
     assert set(mine.values()) == {1}
     assert {k[1] for k in mine} == {"labeler-v1"}
-    status = (settings.state_dir / "labeler" / "status.json").read_text()
-    assert '"dedup_hit_rate"' in status
+    # `freshlabel status` shows the labeler's and the labels sink's health from their files.
+    shown = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "status", "--json"],
+        env=_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    workers = {w["name"]: w for w in json.loads(shown.stdout)["workers"]}
+    labeler_status = workers["labeler"]
+    assert labeler_status["state"] == "stopped"
+    assert labeler_status["metrics"]["versions"] == {"labeler-v1": 600}
+    assert labeler_status["metrics"]["teacher_errors"] >= 1  # the outage
+    assert labeler_status["metrics"]["teacher_latency_p95_s"] > 0
+    assert 0 < labeler_status["metrics"]["dedup_hit_rate"] <= 1
+    assert labeler_status["metrics"]["backlog"] == 0
+    sink_status = workers["sink-labels"]["metrics"]
+    assert sink_status["rows_committed"] >= 600 and sink_status["visible_lag_p95_s"] > 0
+    text = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "status"],
+        env=_env(settings),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "labeler" in text and "dedup hit rate" in text and "impression_time -> visible" in text
 
 
 def seeded_enriched(impressions: int) -> list[EnrichedImpression]:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 from pyiceberg.catalog import Catalog
@@ -38,14 +39,29 @@ def label_lags(
     since: datetime | None = None,
     start: Literal["event_time", "enriched_at"] = "event_time",
 ) -> np.ndarray:
-    """Seconds from the impression's `start` time to label visibility, one per label row."""
+    """Seconds from the impression's `start` time to label visibility, one per label row.
+
+    Labels carry their impression's event time; only labels written before they did (or
+    `start="enriched_at"`) need the join with the enriched table."""
     row_filter: BooleanExpression = AlwaysTrue()
     if since is not None:
         row_filter = GreaterThanOrEqual("labeled_at", since.isoformat())
     labels_table = catalog.load_table(f"{namespace}.labels")
-    labels = labels_table.scan(
-        row_filter=row_filter, selected_fields=("impression_id", "_ingested_at")
-    ).to_arrow()
+    fields = ("impression_id", "_ingested_at", "impression_time")
+    labels = labels_table.scan(row_filter=row_filter, selected_fields=fields).to_arrow()
+    if start == "event_time":
+        carried = labels.filter(pc.is_valid(labels.column("impression_time")))
+        lags = _lags(labels_table, carried.column("impression_time"), carried)
+        rest = labels.filter(pc.is_null(labels.column("impression_time")))
+        if rest.num_rows == 0:
+            return lags
+        return np.concatenate([lags, _joined_lags(catalog, namespace, labels_table, rest, start)])
+    return _joined_lags(catalog, namespace, labels_table, labels, start)
+
+
+def _joined_lags(
+    catalog: Catalog, namespace: str, labels_table: Table, labels: pa.Table, start: str
+) -> np.ndarray:
     enriched = (
         catalog.load_table(f"{namespace}.impressions_enriched")
         .scan(selected_fields=("impression_id", start))
@@ -54,11 +70,15 @@ def label_lags(
     at = pc.index_in(labels.column("impression_id"), value_set=enriched.column("impression_id"))
     known = pc.is_valid(at)
     labels, at = labels.filter(known), at.filter(known)
+    return _lags(labels_table, enriched.column(start).take(at), labels)
+
+
+def _lags(labels_table: Table, starts: pa.ChunkedArray | pa.Array, labels: pa.Table) -> np.ndarray:
     if labels.num_rows == 0:
         return np.array([])
-    event_s = enriched.column(start).take(at).cast("int64").to_numpy(zero_copy_only=False) / 1e6
+    start_s = starts.cast("int64").to_numpy(zero_copy_only=False) / 1e6
     ingested_s = labels.column("_ingested_at").cast("int64").to_numpy(zero_copy_only=False) / 1e6
-    return np.maximum(visible_at(labels_table, ingested_s) - event_s, 0.0)
+    return np.maximum(visible_at(labels_table, ingested_s) - start_s, 0.0)
 
 
 def visible_at(table: Table, ingested_s: Sequence[float] | np.ndarray) -> np.ndarray:

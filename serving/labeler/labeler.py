@@ -111,7 +111,7 @@ class LabelMaker:
             results = await self.scorer.score(
                 [rows[i].query for i in chunk], [texts[i] for i in chunk]
             )
-            self.metrics.scorer_latency.observe(time.monotonic() - started)
+            self.metrics.observe_teacher(time.monotonic() - started)
             done = dict(zip(chunk, results, strict=True))
             scored.update(done)
             # Cached at once: if a later chunk fails, the retry starts from here.
@@ -151,6 +151,7 @@ class LabelMaker:
                     score=score,
                     labeled_at=now,
                     input_hash=hashes[i],
+                    impression_time=row.event_time,
                 )
             )
         return labels
@@ -207,6 +208,7 @@ class Labeler:
         self.consumer.close(autocommit=False)
         self.producer.close()
         self.cache.close()
+        self.metrics.write_status(stopped=True)
 
     async def _label(self, records: list) -> None:  # type: ignore[type-arg]
         rows: list[EnrichedImpression] = []

@@ -1,24 +1,25 @@
-"""The labeler's health as Prometheus metrics, plus a status file `freshlabel status` reads."""
+"""The labeler's health as Prometheus metrics, plus the status file `freshlabel status` reads."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from infra.config import Settings
+from infra.worker_status import StatusFile
 from schemas import EnrichedImpression, RelevanceLabel
 
 
 class LabelerMetrics:
     def __init__(self, settings: Settings, serve: bool = True) -> None:
         self.registry = CollectorRegistry()
-        self.status_path = settings.state_dir / "labeler" / "status.json"
+        self.status_file = StatusFile(settings, "labeler")
         self.labels = Counter(
             "freshlabel_labels_total", "Labels written", ["teacher_version"], registry=self.registry
         )
@@ -59,7 +60,9 @@ class LabelerMetrics:
             registry=self.registry,
         )
         self._recent: deque[tuple[float, int]] = deque()
+        # Recent teacher calls and event lags, for the percentiles in the status file.
         self._latencies: deque[float] = deque(maxlen=1000)
+        self._event_lags: deque[float] = deque(maxlen=10_000)
         if serve and settings.labeler.metrics_port:
             start_http_server(
                 settings.labeler.metrics_port, addr="127.0.0.1", registry=self.registry
@@ -75,6 +78,10 @@ class LabelerMetrics:
                 backlog += max(0, high - position)
         self.backlog.set(backlog)
 
+    def observe_teacher(self, seconds: float) -> None:
+        self.scorer_latency.observe(seconds)
+        self._latencies.append(seconds)
+
     def record_batch(
         self, labels: Sequence[RelevanceLabel], rows: Sequence[EnrichedImpression], hit_rate: float
     ) -> None:
@@ -82,7 +89,9 @@ class LabelerMetrics:
         for label in labels:
             self.labels.labels(label.teacher_version).inc()
         for row in rows:
-            self.event_lag.observe(max(0.0, now - row.event_time.timestamp()))
+            lag = max(0.0, now - row.event_time.timestamp())
+            self.event_lag.observe(lag)
+            self._event_lags.append(lag)
         self.hit_rate.set(hit_rate)
         self._recent.append((now, len(labels)))
         while self._recent and self._recent[0][0] < now - 60:
@@ -108,12 +117,22 @@ class LabelerMetrics:
             "teacher_errors": value(self.scorer_errors, "_total"),
             "teacher_batches": value(self.scorer_latency, "_count"),
             "teacher_seconds": round(value(self.scorer_latency, "_sum"), 3),
+            "teacher_latency_p50_s": _percentile(self._latencies, 50),
+            "teacher_latency_p95_s": _percentile(self._latencies, 95),
+            "event_to_label_p50_s": _percentile(self._event_lags, 50),
+            "event_to_label_p95_s": _percentile(self._event_lags, 95),
+            "versions": {
+                s.labels["teacher_version"]: s.value
+                for family in self.labels.collect()
+                for s in family.samples
+                if s.name.endswith("_total")
+            },
             "dead_letters": value(self.dead_letters, "_total"),
-            "updated_at": time.time(),
         }
 
-    def write_status(self) -> None:
-        self.status_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot()))
-        tmp.replace(self.status_path)
+    def write_status(self, stopped: bool = False) -> None:
+        self.status_file.write(self.snapshot(), stopped=stopped)
+
+
+def _percentile(values: deque[float], q: float) -> float | None:
+    return round(float(np.percentile(np.fromiter(values, float), q)), 3) if values else None

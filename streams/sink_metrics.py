@@ -1,0 +1,84 @@
+"""The sink's health: Prometheus metrics and the status file `freshlabel status` shows.
+
+Freshness here is "visible in Iceberg" lag: the commit time of the batch minus each row's
+`lag_field` (the impression's event time for enriched rows and labels).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from infra.config import Settings
+from infra.worker_status import StatusFile
+
+LAG_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600, 86400)
+
+
+class SinkMetrics:
+    def __init__(self, settings: Settings, table_name: str, lag_field: str | None) -> None:
+        self.table_name = table_name
+        self.lag_field = lag_field
+        self.registry = CollectorRegistry()
+        labels = {"table": table_name}
+        self.rows = Counter(
+            "freshlabel_sink_rows_total", "Rows committed", ["table"], registry=self.registry
+        ).labels(**labels)
+        self.commits = Counter(
+            "freshlabel_sink_commits_total", "Iceberg commits", ["table"], registry=self.registry
+        ).labels(**labels)
+        self.quarantined = Counter(
+            "freshlabel_sink_quarantined_total",
+            "Rows a critical data-quality check sent to quarantine",
+            ["table"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.dead_letters = Counter(
+            "freshlabel_sink_dead_letters_total",
+            "Records refused by decoding (sent to the DLQ)",
+            ["table"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.visible_lag = Histogram(
+            "freshlabel_visible_lag_seconds",
+            "Event time to row visible in Iceberg (commit of the snapshot that added it)",
+            ["table"],
+            buckets=LAG_BUCKETS,
+            registry=self.registry,
+        ).labels(**labels)
+        self._lags: deque[float] = deque(maxlen=10_000)
+        self.status_file = StatusFile(settings, f"sink-{table_name}")
+        if settings.sink.metrics_port:
+            start_http_server(settings.sink.metrics_port, addr="127.0.0.1", registry=self.registry)
+
+    def record_commit(self, rows: pa.Table, committed_at: float, quarantined: int) -> None:
+        self.rows.inc(rows.num_rows)
+        self.commits.inc()
+        self.quarantined.inc(quarantined)
+        if self.lag_field and self.lag_field in rows.column_names and rows.num_rows:
+            times = pc.drop_null(rows.column(self.lag_field)).cast(pa.int64()).to_numpy()
+            lags = np.maximum(committed_at - times / 1e6, 0.0)
+            for lag in lags.tolist():
+                self.visible_lag.observe(lag)
+            self._lags.extend(lags[-10_000:].tolist())
+        self.write_status()
+
+    def snapshot(self) -> dict[str, object]:
+        lags = np.fromiter(self._lags, float)
+        return {
+            "table": self.table_name,
+            "rows_committed": self.rows._value.get(),
+            "commits": self.commits._value.get(),
+            "rows_quarantined": self.quarantined._value.get(),
+            "dead_letters": self.dead_letters._value.get(),
+            "lag_field": self.lag_field,
+            "visible_lag_p50_s": round(float(np.percentile(lags, 50)), 3) if lags.size else None,
+            "visible_lag_p95_s": round(float(np.percentile(lags, 95)), 3) if lags.size else None,
+        }
+
+    def write_status(self, stopped: bool = False) -> None:
+        self.status_file.write(self.snapshot(), stopped=stopped)
