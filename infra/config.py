@@ -118,8 +118,9 @@ class SinkSettings(BaseModel):
 
     batch_rows: int = 100_000
     batch_seconds: float = 60.0
-    # Prometheus endpoint of a sink process (127.0.0.1); one port per process, unset: none.
-    metrics_port: int | None = None
+    # Prometheus metrics of a sink process on this port (127.0.0.1; one port per process,
+    # so set it per `sink run`); 0 disables the endpoint.
+    metrics_port: int = 0
 
 
 class GeneratorSettings(BaseModel):
