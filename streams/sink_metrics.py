@@ -7,6 +7,7 @@ Freshness here is "visible in Iceberg" lag: the commit time of the batch minus e
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,24 +26,15 @@ class SinkMetrics:
         self.lag_field = lag_field
         self.registry = CollectorRegistry()
         labels = {"table": table_name}
-        self.rows = Counter(
-            "freshlabel_sink_rows_total", "Rows committed", ["table"], registry=self.registry
-        ).labels(**labels)
-        self.commits = Counter(
-            "freshlabel_sink_commits_total", "Iceberg commits", ["table"], registry=self.registry
-        ).labels(**labels)
-        self.quarantined = Counter(
-            "freshlabel_sink_quarantined_total",
-            "Rows a critical data-quality check sent to quarantine",
-            ["table"],
-            registry=self.registry,
-        ).labels(**labels)
-        self.dead_letters = Counter(
-            "freshlabel_sink_dead_letters_total",
-            "Records refused by decoding (sent to the DLQ)",
-            ["table"],
-            registry=self.registry,
-        ).labels(**labels)
+
+        def counter(name: str, doc: str) -> Any:
+            full = f"freshlabel_sink_{name}_total"
+            return Counter(full, doc, ["table"], registry=self.registry).labels(**labels)
+
+        self.rows = counter("rows", "Rows committed")
+        self.commits = counter("commits", "Iceberg commits")
+        self.quarantined = counter("quarantined", "Rows a critical quality check quarantined")
+        self.dead_letters = counter("dead_letters", "Records refused by decoding (to the DLQ)")
         self.visible_lag = Histogram(
             "freshlabel_visible_lag_seconds",
             "Event time to row visible in Iceberg (commit of the snapshot that added it)",

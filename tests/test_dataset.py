@@ -131,17 +131,8 @@ def test_labels_carrying_their_impression_time_need_no_enriched_row(settings: Se
     from serving.labeler.freshness import freshness
 
     now = datetime.now(UTC)
-    carried = RelevanceLabel(
-        impression_id="carried",
-        query="q",
-        pin_id="p",
-        teacher_version="v1",
-        label_scale=2,
-        probs=[0.5, 0.5],
-        score=1.5,
-        labeled_at=now,
-        input_hash="h",
-        impression_time=now - timedelta(seconds=400),
+    carried = _label(9001, "v1", [0.5, 0.5], now).model_copy(
+        update={"impression_time": now - timedelta(seconds=400)}
     )
     _append(settings, "labels", [carried])
     catalog = open_catalog(settings)
