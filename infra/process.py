@@ -51,7 +51,10 @@ def free_port(host: str = "127.0.0.1", below: int = 65536) -> int:
     (SeaweedFS serves gRPC on port + 10000)."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host, 0 if below >= 65536 else random.randrange(20000, below)))
+            try:
+                sock.bind((host, 0 if below >= 65536 else random.randrange(20000, below)))
+            except OSError:  # a random pick that is taken: pick again
+                continue
             port: int = sock.getsockname()[1]
         if port < below:
             return port

@@ -90,3 +90,18 @@ def test_durable_broker_keeps_messages_across_restart(settings: Settings) -> Non
         assert values == [b"kept"]
     finally:
         stack.down(settings)
+
+
+def test_free_port_below_a_limit_skips_a_taken_pick(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from infra.process import free_port
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        picks = iter([busy, busy, 0])  # two taken picks, then one the OS chooses
+        monkeypatch.setattr(random, "randrange", lambda lo, hi: next(picks))
+        port = free_port(below=65535)
+    assert port not in (busy, 0)
