@@ -51,14 +51,9 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     from infra.worker_status import describe, read_statuses
 
     report = stack.status(settings)
-    # Workers (labeler, sinks) that ran on this state: one that died unstopped is a failure.
-    workers = read_statuses(settings)
-    healthy = all(s.healthy for s in report) and all(w.state != "died" for w in workers)
+    workers = read_statuses(settings)  # the labeler and sinks that ran on this state folder
     if args.json:
-        body = json.loads(stack.status_json(report))
-        body["healthy"] = healthy
-        body["workers"] = [{**w.model_dump(), "state": w.state} for w in workers]
-        print(json.dumps(body, indent=2))
+        print(stack.status_json(report, workers))
     else:
         for s in report:
             mark = "ok  " if s.healthy else "DOWN"
@@ -67,7 +62,7 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         for w in workers:
             mark = "DIED" if w.state == "died" else "ok  "
             print(f"{mark} {w.name:<14} {describe(w)}")
-    return 0 if healthy else 1
+    return 0 if stack.overall_health(report, workers) else 1
 
 
 def _schemas_check(args: argparse.Namespace, settings: Settings) -> int:

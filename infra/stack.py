@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from infra.process import (
     wait_until,
 )
 from infra.topics import ensure_topics
+from infra.worker_status import WorkerStatus
 
 
 class StackError(RuntimeError):
@@ -326,9 +327,15 @@ def _catalog_health(settings: Settings) -> ServiceHealth:
     )
 
 
-def status_json(report: list[ServiceHealth]) -> str:
+def overall_health(report: list[ServiceHealth], workers: Sequence[WorkerStatus] = ()) -> bool:
+    """Every service answers, and no worker (labeler, sink) died without stopping."""
+    return all(s.healthy for s in report) and all(w.state != "died" for w in workers)
+
+
+def status_json(report: list[ServiceHealth], workers: Sequence[WorkerStatus] = ()) -> str:
     body: dict[str, Any] = {
-        "healthy": all(s.healthy for s in report),
+        "healthy": overall_health(report, workers),
         "services": [s.model_dump() for s in report],
+        "workers": [{**w.model_dump(), "state": w.state} for w in workers],
     }
     return json.dumps(body, indent=2)

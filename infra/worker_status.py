@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from infra.config import Settings
@@ -36,6 +38,12 @@ class WorkerStatus(BaseModel):
         if self.stopped_at is not None:
             return "stopped"
         return "running" if self.running else "died"
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-th percentile of recent observations, for a status file (None when empty)."""
+    array = np.fromiter(values, float)
+    return round(float(np.percentile(array, q)), 3) if array.size else None
 
 
 def status_dir(settings: Settings) -> Path:

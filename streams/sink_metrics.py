@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from infra.config import Settings
-from infra.worker_status import StatusFile
+from infra.worker_status import StatusFile, percentile
 
 LAG_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600, 86400)
 
@@ -56,11 +56,10 @@ class SinkMetrics:
             lags = np.maximum(committed_at - times / 1e6, 0.0)
             for lag in lags.tolist():
                 self.visible_lag.observe(lag)
-            self._lags.extend(lags[-10_000:].tolist())
+            self._lags.extend(lags[-(self._lags.maxlen or 0) :].tolist())
         self.write_status()
 
     def snapshot(self) -> dict[str, object]:
-        lags = np.fromiter(self._lags, float)
         return {
             "table": self.table_name,
             "rows_committed": self.rows._value.get(),
@@ -68,8 +67,8 @@ class SinkMetrics:
             "rows_quarantined": self.quarantined._value.get(),
             "dead_letters": self.dead_letters._value.get(),
             "lag_field": self.lag_field,
-            "visible_lag_p50_s": round(float(np.percentile(lags, 50)), 3) if lags.size else None,
-            "visible_lag_p95_s": round(float(np.percentile(lags, 95)), 3) if lags.size else None,
+            "visible_lag_p50_s": percentile(self._lags, 50),
+            "visible_lag_p95_s": percentile(self._lags, 95),
         }
 
     def write_status(self, stopped: bool = False) -> None:

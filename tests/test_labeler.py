@@ -39,7 +39,7 @@ from streams.generator import generate_events
 from streams.iceberg_sink import IcebergSink
 from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
-from tests.conftest import ROOT, make_settings, settings_env
+from tests.conftest import ROOT, freshlabel, make_settings, settings_env
 from tests.teacher_fixtures import QUERIES, world_sample
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
@@ -170,14 +170,7 @@ def test_every_row_labeled_once_through_a_triton_outage(platform: Platform) -> N
     assert set(mine.values()) == {1}
     assert {k[1] for k in mine} == {"labeler-v1"}
     # `freshlabel status` shows the labeler's and the labels sink's health from their files.
-    shown = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "status", "--json"],
-        env=_env(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    shown = freshlabel(settings, "status", "--json")
     workers = {w["name"]: w for w in json.loads(shown.stdout)["workers"]}
     labeler_status = workers["labeler"]
     assert labeler_status["state"] == "stopped"
@@ -188,14 +181,7 @@ def test_every_row_labeled_once_through_a_triton_outage(platform: Platform) -> N
     assert labeler_status["metrics"]["backlog"] == 0
     sink_status = workers["sink-labels"]["metrics"]
     assert sink_status["rows_committed"] >= 600 and sink_status["visible_lag_p95_s"] > 0
-    text = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "status"],
-        env=_env(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    text = freshlabel(settings, "status").stdout
     assert "labeler" in text and "dedup hit rate" in text and "impression_time -> visible" in text
 
 

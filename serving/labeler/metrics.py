@@ -7,12 +7,11 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from infra.config import Settings
-from infra.worker_status import StatusFile
+from infra.worker_status import StatusFile, percentile
 from schemas import EnrichedImpression, RelevanceLabel
 
 
@@ -117,10 +116,10 @@ class LabelerMetrics:
             "teacher_errors": value(self.scorer_errors, "_total"),
             "teacher_batches": value(self.scorer_latency, "_count"),
             "teacher_seconds": round(value(self.scorer_latency, "_sum"), 3),
-            "teacher_latency_p50_s": _percentile(self._latencies, 50),
-            "teacher_latency_p95_s": _percentile(self._latencies, 95),
-            "event_to_label_p50_s": _percentile(self._event_lags, 50),
-            "event_to_label_p95_s": _percentile(self._event_lags, 95),
+            "teacher_latency_p50_s": percentile(self._latencies, 50),
+            "teacher_latency_p95_s": percentile(self._latencies, 95),
+            "event_to_label_p50_s": percentile(self._event_lags, 50),
+            "event_to_label_p95_s": percentile(self._event_lags, 95),
             "versions": {
                 s.labels["teacher_version"]: s.value
                 for family in self.labels.collect()
@@ -132,7 +131,3 @@ class LabelerMetrics:
 
     def write_status(self, stopped: bool = False) -> None:
         self.status_file.write(self.snapshot(), stopped=stopped)
-
-
-def _percentile(values: deque[float], q: float) -> float | None:
-    return round(float(np.percentile(np.fromiter(values, float), q)), 3) if values else None
