@@ -111,6 +111,12 @@ class DecodeSettings(BaseModel):
 
     max_record_bytes: int = 1_000_000
     max_text_bytes: int = 16_384
+    # An event time further ahead of the wall clock than this is refused (reason
+    # event_time_out_of_range): it would drag every watermark and day partition with it.
+    max_future_s: float = Field(default=300.0, ge=0)
+    # An event time older than this many days is refused the same way (a 1970 default
+    # value, a client with a dead clock). Replays of older history raise it.
+    max_age_days: float = Field(default=400.0, gt=0)
 
 
 class SinkSettings(BaseModel):

@@ -40,6 +40,10 @@ class Event(BaseModel):
     # Fields that identify one event: the sink keeps a single row per key (redeliveries by
     # at-least-once producers or a restored Flink job carry the same key).
     dedupe_key: ClassVar[tuple[str, ...]] = ()
+    # The time that a duplicate shares with its original (the sink looks for earlier copies
+    # near it); None means `time_field`. Labels use the impression's time, which a relabel
+    # days later repeats, not `labeled_at`, which it does not.
+    dedupe_time_field: ClassVar[str | None] = None
     # When the fact a row records happened: the sink reports commit time minus this as the
     # row's freshness ("visible in Iceberg" lag). None: the table has no freshness SLA.
     lag_field: ClassVar[str | None] = None

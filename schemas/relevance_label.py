@@ -16,6 +16,7 @@ class RelevanceLabel(Event):
     time_field: ClassVar[str] = "labeled_at"
     lag_field: ClassVar[str | None] = "impression_time"
     dedupe_key: ClassVar[tuple[str, ...]] = ("impression_id", "teacher_version")
+    dedupe_time_field: ClassVar[str | None] = "impression_time"
 
     impression_id: str
     query: str

@@ -20,6 +20,10 @@ class Reason(StrEnum):
     OVERSIZED_RECORD = "oversized_record"
     EMPTY_VALUE = "empty_value"
     LATE_EVENT = "late_event"
+    # Event time beyond decode.max_future_s ahead or decode.max_age_days behind the clock.
+    EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
+    # The teacher refused this row for good (not an outage): labeled never, kept here.
+    SCORING_FAILED = "scoring_failed"
 
 
 class DeadLetter(BaseModel):
