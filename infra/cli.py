@@ -47,22 +47,35 @@ def _down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _status(args: argparse.Namespace, settings: Settings) -> int:
+    """Services, then each worker name with its processes; exit 1 when a service is down
+    or a worker failed, was killed or is crash-looping."""
     from infra import stack
-    from infra.worker_status import describe, read_statuses
+    from infra.worker_status import describe, describe_group, read_statuses, worker_groups
 
     report = stack.status(settings)
     workers = read_statuses(settings)  # the labeler and sinks that ran on this state folder
+    groups = worker_groups(settings)
     if args.json:
-        print(stack.status_json(report, workers))
+        print(stack.status_json(report, workers, groups))
     else:
         for s in report:
             mark = "ok  " if s.healthy else "DOWN"
             pid = f" pid {s.pid}" if s.pid else ""
             print(f"{mark} {s.name:<14}{pid} {s.detail}")
-        for w in workers:
-            mark = "DIED" if w.state == "died" else "ok  "
-            print(f"{mark} {w.name:<14} {describe(w)}")
-    return 0 if stack.overall_health(report, workers) else 1
+        for group in groups:
+            mark = {"crash_looping": "LOOP", "dead": "DIED"}.get(group.state, "ok  ")
+            print(f"{mark} {group.name:<14} {describe_group(group)}")
+            for w in workers:
+                if w.name == group.name:
+                    print(f"       - {describe(w)}")
+        dead = [w for w in workers if w.dead]
+        if dead:
+            print(
+                f"{len(dead)} worker(s) died: "
+                + ", ".join(f"{w.name} pid {w.pid} ({w.state})" for w in dead)
+                + "; fix the cause and start them again (a healthy restart clears this)"
+            )
+    return 0 if stack.overall_health(report, workers, groups) else 1
 
 
 def _schemas_check(args: argparse.Namespace, settings: Settings) -> int:

@@ -37,7 +37,7 @@ from infra.process import (
     wait_until,
 )
 from infra.topics import ensure_topics
-from infra.worker_status import WorkerStatus
+from infra.worker_status import WorkerGroup, WorkerStatus
 
 
 class StackError(RuntimeError):
@@ -327,15 +327,32 @@ def _catalog_health(settings: Settings) -> ServiceHealth:
     )
 
 
-def overall_health(report: list[ServiceHealth], workers: Sequence[WorkerStatus] = ()) -> bool:
-    """Every service answers, and no worker (labeler, sink) died without stopping."""
-    return all(s.healthy for s in report) and all(w.state != "died" for w in workers)
+def overall_health(
+    report: list[ServiceHealth],
+    workers: Sequence[WorkerStatus] = (),
+    groups: Sequence[WorkerGroup] = (),
+) -> bool:
+    """Every service answers, and no worker (labeler, sink) shown failed, killed or
+    crash-looping."""
+    return (
+        all(s.healthy for s in report)
+        and not any(w.dead for w in workers)
+        and not any(g.dead for g in groups)
+    )
 
 
-def status_json(report: list[ServiceHealth], workers: Sequence[WorkerStatus] = ()) -> str:
+def status_json(
+    report: list[ServiceHealth],
+    workers: Sequence[WorkerStatus] = (),
+    groups: Sequence[WorkerGroup] = (),
+) -> str:
+    """`freshlabel status --json`: services, worker processes (oldest first), one summary
+    per worker name, and the dead workers again on their own."""
     body: dict[str, Any] = {
-        "healthy": overall_health(report, workers),
+        "healthy": overall_health(report, workers, groups),
         "services": [s.model_dump() for s in report],
-        "workers": [{**w.model_dump(), "state": w.state} for w in workers],
+        "workers": [w.report() for w in workers],
+        "worker_groups": [{**g.model_dump(), "dead": g.dead} for g in groups],
+        "dead_workers": [w.report() for w in workers if w.dead],
     }
     return json.dumps(body, indent=2)

@@ -46,6 +46,8 @@ class SinkMetrics:
         self.status_file = StatusFile(settings, f"sink-{table_name}")
         if settings.sink.metrics_port:
             start_http_server(settings.sink.metrics_port, addr="127.0.0.1", registry=self.registry)
+        # Visible from the start: a sink killed before its first commit is still listed.
+        self.write_status()
 
     def record_commit(self, rows: pa.Table, committed_at: float, quarantined: int) -> None:
         self.rows.inc(rows.num_rows)
@@ -71,5 +73,12 @@ class SinkMetrics:
             "visible_lag_p95_s": percentile(self._lags, 95),
         }
 
-    def write_status(self, stopped: bool = False) -> None:
-        self.status_file.write(self.snapshot(), stopped=stopped)
+    def write_status(self, stopped: bool = False, error: str | None = None) -> None:
+        """Rewrite this process's status file (infra/worker_status.py).
+
+        Args:
+            stopped: the sink ends cleanly.
+            error: the sink dies on this error (one line); it stays failed even if a
+                clean-stop write follows.
+        """
+        self.status_file.write(self.snapshot(), stopped=stopped, error=error)

@@ -18,7 +18,8 @@ from schemas import EnrichedImpression, RelevanceLabel
 class LabelerMetrics:
     def __init__(self, settings: Settings, serve: bool = True) -> None:
         self.registry = CollectorRegistry()
-        self.status_file = StatusFile(settings, "labeler")
+        # Only the long-running labeler has a status file; a backfill (serve=False) is a job.
+        self.status_file = StatusFile(settings, "labeler") if serve else None
         self.labels = Counter(
             "freshlabel_labels_total", "Labels written", ["teacher_version"], registry=self.registry
         )
@@ -66,6 +67,8 @@ class LabelerMetrics:
             start_http_server(
                 settings.labeler.metrics_port, addr="127.0.0.1", registry=self.registry
             )
+        # Visible from the start: a labeler killed before its first batch is still listed.
+        self.write_status()
 
     def observe_backlog(self, consumer: KafkaConsumer) -> None:
         backlog = 0
@@ -129,5 +132,13 @@ class LabelerMetrics:
             "dead_letters": value(self.dead_letters, "_total"),
         }
 
-    def write_status(self, stopped: bool = False) -> None:
-        self.status_file.write(self.snapshot(), stopped=stopped)
+    def write_status(self, stopped: bool = False, error: str | None = None) -> None:
+        """Rewrite this process's status file (infra/worker_status.py); no-op without one.
+
+        Args:
+            stopped: the labeler ends cleanly.
+            error: the labeler dies on this error (one line); it stays failed even if a
+                clean-stop write follows.
+        """
+        if self.status_file is not None:
+            self.status_file.write(self.snapshot(), stopped=stopped, error=error)
