@@ -117,6 +117,10 @@ class DecodeSettings(BaseModel):
     # An event time older than this many days is refused the same way (a 1970 default
     # value, a client with a dead clock). Replays of older history raise it.
     max_age_days: float = Field(default=400.0, gt=0)
+    # Largest dead letter (JSON, original bytes base64-encoded) sent to a DLQ topic; a
+    # bigger one keeps a prefix of the value plus its size and SHA-256. Stays below the
+    # producer's max_request_size (1 MiB by default; the writer also caps it by that).
+    max_dead_letter_bytes: int = Field(default=900_000, ge=16_384)
 
 
 class SinkSettings(BaseModel):
@@ -127,6 +131,26 @@ class SinkSettings(BaseModel):
     # Prometheus metrics of a sink process on this port (127.0.0.1; one port per process,
     # so set it per `sink run`); 0 disables the endpoint.
     metrics_port: int = 0
+    # Who reads which partition. "group": the Kafka consumer group splits them between sink
+    # processes. "static": worker `worker_index` of `workers` takes every partition p with
+    # p % workers == worker_index and never joins a group (for brokers whose group
+    # coordinator cannot be trusted); the Iceberg ledger keeps an overlap exactly once.
+    assignment: Literal["group", "static"] = "group"
+    worker_index: int = Field(default=0, ge=0)
+    workers: int = Field(default=1, ge=1)
+    # Seconds to wait for the group to finish a join; then the sink rejoins as a fresh
+    # member, and after `join_attempts` such joins stops, naming the stuck group.
+    join_timeout_s: float = Field(default=30.0, gt=0)
+    join_attempts: int = Field(default=3, ge=1)
+    # Seconds the broker may stay unreachable while the sink reconnects with backoff.
+    reconnect_timeout_s: float = Field(default=300.0, gt=0)
+    # Commit conflicts with other writers: each retry re-reads the ledger first.
+    commit_attempts: int = Field(default=30, ge=1)
+    # A record whose event key is already in the table within this many days of its
+    # dedupe time (`dedupe_time_field`) is a duplicate and kept once.
+    dedupe_horizon_days: float = Field(default=7.0, gt=0)
+    # Memory of the key index (16 bytes a key); older days are re-read when needed.
+    dedupe_max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
 
 
 class GeneratorSettings(BaseModel):
@@ -388,6 +412,12 @@ class LabelerSettings(BaseModel):
     metrics_port: int = 0
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
+    # How long the broker may be away (connect, publish) before the labeler gives up.
+    broker_wait_s: float = 120.0
+    # A member without an assignment for this long (polling) rejoins as a fresh member, at
+    # most `rejoins` times; then the labeler stops with the cause (a stuck group).
+    join_timeout_s: float = 30.0
+    rejoins: int = 2
 
 
 class QualitySettings(BaseModel):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from schemas.base import Event, UtcDatetime
+from schemas.base import Event, Id, Text, UtcDatetime
 
 
 class BoardSave(Event):
@@ -14,8 +14,8 @@ class BoardSave(Event):
     time_field: ClassVar[str] = "event_time"
     dedupe_key: ClassVar[tuple[str, ...]] = ("pin_id", "board_id", "user_id", "event_time")
 
-    pin_id: str
-    board_id: str
-    board_title: str
-    user_id: str
+    pin_id: Id
+    board_id: Id
+    board_title: Text
+    user_id: Id
     event_time: UtcDatetime

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from schemas.base import Event, UtcDatetime
+from schemas.base import Event, Id, Text, UtcDatetime
 
 Action = Literal["click", "save", "closeup", "long_click"]
 
@@ -16,8 +16,8 @@ class Engagement(Event):
     time_field: ClassVar[str] = "event_time"
     dedupe_key: ClassVar[tuple[str, ...]] = ("impression_id", "action", "event_time")
 
-    impression_id: str
-    query: str
-    pin_id: str
+    impression_id: Id
+    query: Text
+    pin_id: Id
     action: Action
     event_time: UtcDatetime

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from schemas.base import UtcDatetime
+from schemas.base import Text, UtcDatetime
 from schemas.impression import Impression
 
 
@@ -16,15 +16,15 @@ class EnrichedImpression(Impression):
     topic: ClassVar[str] = "impressions.enriched"
     table: ClassVar[str] = "impressions_enriched"
 
-    title: str | None = None
-    description: str | None = None
-    link_title: str | None = None
-    link_description: str | None = None
+    title: Text | None = None
+    description: Text | None = None
+    link_title: Text | None = None
+    link_description: Text | None = None
     content_updated_at: UtcDatetime | None = None
-    caption: str | None = None
+    caption: Text | None = None
     caption_updated_at: UtcDatetime | None = None
-    board_titles: list[str] | None = None
+    board_titles: list[Text] | None = None
     boards_updated_at: UtcDatetime | None = None
-    top_queries: list[str] | None = None
+    top_queries: list[Text] | None = None
     top_queries_updated_at: UtcDatetime | None = None
     enriched_at: UtcDatetime | None = None

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field
 
-from schemas.base import Event, UtcDatetime
+from schemas.base import LONG_MAX, Event, Id, Text, UtcDatetime
 
 
 class Impression(Event):
@@ -17,12 +17,12 @@ class Impression(Event):
     time_field: ClassVar[str] = "event_time"
     dedupe_key: ClassVar[tuple[str, ...]] = ("impression_id",)
 
-    impression_id: str
-    request_id: str
-    user_id: str
-    query: str
-    pin_id: str
-    position: int = Field(ge=1)
-    country: str
-    locale: str
+    impression_id: Id
+    request_id: Id
+    user_id: Id
+    query: Text
+    pin_id: Id
+    position: Annotated[int, Field(ge=1, le=LONG_MAX)]
+    country: Text
+    locale: Text
     event_time: UtcDatetime

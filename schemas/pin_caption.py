@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from schemas.base import Event, UtcDatetime
+from schemas.base import Event, Id, Text, UtcDatetime
 
 
 class PinCaption(Event):
@@ -14,7 +14,7 @@ class PinCaption(Event):
     time_field: ClassVar[str] = "created_at"
     dedupe_key: ClassVar[tuple[str, ...]] = ("pin_id", "created_at")
 
-    pin_id: str
-    caption: str
-    captioner_version: str
+    pin_id: Id
+    caption: Text
+    captioner_version: Text
     created_at: UtcDatetime

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from schemas.base import Event, UtcDatetime
+from schemas.base import Event, Id, Text, UtcDatetime
 
 
 class PinContent(Event):
@@ -14,9 +14,9 @@ class PinContent(Event):
     time_field: ClassVar[str] = "updated_at"
     dedupe_key: ClassVar[tuple[str, ...]] = ("pin_id", "updated_at")
 
-    pin_id: str
-    title: str | None = None
-    description: str | None = None
-    link_title: str | None = None
-    link_description: str | None = None
+    pin_id: Id
+    title: Text | None = None
+    description: Text | None = None
+    link_title: Text | None = None
+    link_description: Text | None = None
     updated_at: UtcDatetime
