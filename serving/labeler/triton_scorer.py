@@ -1,7 +1,11 @@
 """The labeler's view of the served teacher: Triton through the async gRPC client.
 
 Version and scale always come from what Triton reports (its model config parameters and the
-version number in each response), never from local configuration.
+version number in each response), never from local configuration. Errors are sorted into the
+labeler's two kinds: `ScorerUnavailable` (the server is down, the model or its version is not
+loaded, a deadline passed, or a served version has no `teacher_version.<N>` parameter yet:
+wait and retry) and `ScoringFailed` (the server answered and refused the inputs: isolate the
+rows and dead-letter them).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from serving.client import (
     TeacherUnavailable,
     TeacherVersionMissing,
 )
-from serving.labeler.labeler import ScoredPair, ScorerUnavailable
+from serving.labeler.labeler import UNKNOWN_VERSIONS, ScoredPair, ScorerUnavailable, ScoringFailed
 
 
 class TritonScorer:
@@ -42,7 +46,14 @@ class TritonScorer:
         version = self.client.model_version
         teacher = params.get(f"teacher_version.{version}") if version else None
         scale = params.get(f"label_scale.{version}") if version else None
-        return teacher or params["teacher_version"], int(scale or params["label_scale"])
+        teacher = teacher or params.get("teacher_version", "")
+        scale = scale or params.get("label_scale", "")
+        if teacher in UNKNOWN_VERSIONS or not scale:
+            raise ScorerUnavailable(
+                f"the model config at {self.client.url} names no teacher version (an export "
+                "in progress?); waiting for `freshlabel teacher export` to finish"
+            )
+        return teacher, int(scale)
 
     async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[ScoredPair]:
         try:
@@ -52,7 +63,13 @@ class TritonScorer:
         except TeacherClientError as exc:
             if "exceeded" in str(exc):  # a deadline: the server is overloaded or restarting
                 raise ScorerUnavailable(str(exc)) from exc
-            raise
+            raise ScoringFailed(str(exc)) from exc
+        if any(r.teacher_version in UNKNOWN_VERSIONS for r in results):
+            raise ScorerUnavailable(
+                f"Triton at {self.client.url} answered with model version(s) "
+                f"{sorted({r.model_version for r in results})} that its config does not name "
+                "(a half-written export?); waiting for the repository to settle"
+            )
         return [
             ScoredPair(
                 probs=r.probs,

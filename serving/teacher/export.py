@@ -12,11 +12,18 @@ Both configs carry parameters `teacher_version` / `label_scale` (newest version)
 `teacher_version.<N>` / `label_scale.<N>` for every version in the repository: Triton's
 model metadata is per model, not per version, so clients map the served version number
 they get with each response to the teacher that produced it.
+
+Atomic for a polling Triton: the version is staged under a hidden name and renamed into
+place, after the configs (replaced atomically) already name it, so Triton never loads a
+half-written version nor one its config cannot name. Re-exporting an existing version
+number swaps the folder by rename too, but its name and weights change in two steps: roll
+to a new number instead.
 """
 
 from __future__ import annotations
 
 import compileall
+import os
 import shutil
 from pathlib import Path
 
@@ -91,6 +98,13 @@ def _versions(model_dir: Path) -> dict[int, TeacherManifest]:
     return found
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Write `path` so a reader sees the old or the new content, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportOptions) -> Path:
     """Write (or replace) version `version` of the model; returns the version folder."""
     if version < 1:
@@ -112,22 +126,6 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
             "--model-name"
         )
     target = model_dir / str(version)
-    staging = model_dir / f".{version}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    shutil.copytree(teacher_dir, staging / "teacher")
-    lib = staging / "lib" / "serving"
-    (lib / "teacher").mkdir(parents=True)
-    (lib / "__init__.py").write_text('"""Snapshot of freshlabel serving code."""\n')
-    for name in RUNTIME_MODULES:
-        shutil.copy2(TEACHER_CODE / name, lib / "teacher" / name)
-    shutil.copy2(TEACHER_CODE / "triton_model.py", staging / "model.py")
-    # Bytecode now, not when the stub first imports the code: a repository polled by Triton
-    # (--model-control-mode=poll) would see new __pycache__ files and reload the model.
-    compileall.compile_dir(staging, quiet=1)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-
     existing[version] = manifest
     newest = max(existing)
     parameters = {
@@ -140,11 +138,39 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
     for n, m in existing.items():
         parameters[f"teacher_version.{n}"] = m.version
         parameters[f"label_scale.{n}"] = str(m.scale)
-    (model_dir / "config.pbtxt").write_text(
-        _config(options, "KIND_CPU", options.cpu_instances, parameters, manifest.scale)
-    )
+
+    # Stage the whole version beside its final place, under a name Triton ignores (not a
+    # number), so a polling Triton never sees a half-written version.
+    staging = model_dir / f".{version}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copytree(teacher_dir, staging / "teacher")
+    lib = staging / "lib" / "serving"
+    (lib / "teacher").mkdir(parents=True)
+    (lib / "__init__.py").write_text('"""Snapshot of freshlabel serving code."""\n')
+    for name in RUNTIME_MODULES:
+        shutil.copy2(TEACHER_CODE / name, lib / "teacher" / name)
+    shutil.copy2(TEACHER_CODE / "triton_model.py", staging / "model.py")
+    # Bytecode now, not when the stub first imports the code: a repository polled by Triton
+    # (--model-control-mode=poll) would see new __pycache__ files and reload the model.
+    compileall.compile_dir(staging, quiet=1)
+
+    # Configs first, each replaced atomically: when Triton loads version N its config
+    # already names teacher_version.N (a response of a version the config does not name
+    # would be labeled `unknown`, which the labeler refuses as unavailable).
     (model_dir / "configs").mkdir(exist_ok=True)
-    (model_dir / "configs" / "gpu.pbtxt").write_text(
-        _config(options, "KIND_GPU", options.gpu_instances, parameters, manifest.scale)
+    _write_atomically(
+        model_dir / "config.pbtxt",
+        _config(options, "KIND_CPU", options.cpu_instances, parameters, manifest.scale),
     )
+    _write_atomically(
+        model_dir / "configs" / "gpu.pbtxt",
+        _config(options, "KIND_GPU", options.gpu_instances, parameters, manifest.scale),
+    )
+    # Then the version, by rename: Triton sees no version N or the whole of it.
+    retired = model_dir / f".{version}.retired-{os.getpid()}"
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
     return target
