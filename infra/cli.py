@@ -116,8 +116,27 @@ def _sink_run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.iceberg_sink import IcebergSink
 
     table = args.table or model_for_topic(args.topic).table
+    chosen = {"assignment": args.assignment, "workers": args.workers}
+    chosen["worker_index"] = args.worker_index
+    given = {k: v for k, v in chosen.items() if v is not None}
+    if given:
+        settings = settings.model_copy(
+            update={"sink": settings.sink.model_copy(update=given)}
+        )
+    if settings.sink.worker_index >= settings.sink.workers:
+        print(
+            f"--worker-index {settings.sink.worker_index} is not below --workers "
+            f"{settings.sink.workers}; number workers 0..N-1",
+            file=sys.stderr,
+        )
+        return 2
     sink = IcebergSink(
-        settings, args.topic, table, batch_rows=args.batch_rows, batch_seconds=args.batch_seconds
+        settings,
+        args.topic,
+        table,
+        group_id=args.group,
+        batch_rows=args.batch_rows,
+        batch_seconds=args.batch_seconds,
     )
     stop = stop_on_sigterm()
     stats = sink.run(idle_timeout_s=args.idle_timeout, max_rows=args.max_rows, should_stop=stop)
@@ -205,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-seconds", type=float)
     p.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
     p.add_argument("--max-rows", type=int)
+    p.add_argument("--group", help="consumer group (default: freshlabel-sink-<table>)")
+    p.add_argument(
+        "--assignment",
+        choices=("group", "static"),
+        help="group: the consumer group splits partitions; static: partitions p with "
+        "p %% workers == worker-index, no group (default: sink.assignment)",
+    )
+    p.add_argument("--workers", type=int, help="static assignment: how many workers")
+    p.add_argument("--worker-index", type=int, help="static assignment: this worker, 0-based")
     p.set_defaults(handler=_sink_run)
 
     tables = sub.add_parser("tables", help="Iceberg table maintenance").add_subparsers(

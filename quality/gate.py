@@ -455,6 +455,7 @@ class QualityGate:
             results=batch.results,
             profile=batch.profile,
             ranges=batch.ranges,
+            quarantined_indices=np.flatnonzero(batch.quarantine).tolist(),
         )
 
     # Reference window and alert state ----------------------------------------------------

@@ -67,6 +67,8 @@ class GateOutcome:
     profile: dict[str, Any] = field(default_factory=dict)
     # Kafka (partition, first offset, last offset) of every row of the batch.
     ranges: list[tuple[int, int, int]] = field(default_factory=list)
+    # Positions, in the checked rows, of the quarantined ones (the sink's mask).
+    quarantined_indices: list[int] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CheckResult]:

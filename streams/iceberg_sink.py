@@ -1,35 +1,66 @@
 """Topic -> Iceberg table, exactly once.
 
 The table is the ledger: each commit records, in its snapshot summary, the next Kafka
-offset of every partition it has written (streams/offsets.py). On start, and whenever the
-consumer group hands this process a partition, the sink seeks to the table's offsets, so a
-crash anywhere (before or after the Iceberg commit, before the Kafka offset commit) neither
-loses nor repeats a row. Kafka group offsets are committed too, but only as a courtesy for
-lag monitoring.
+offset of every partition of the topic (streams/offsets.py), read back along the main
+branch's ancestry. Every consumed record ends in exactly one place: a row of the table, a
+row of `<table>_quarantine`, a dead letter in `<topic>.dlq`, or nowhere because the table
+already holds it (the same event key: a redelivery, a replay) — and the status file counts
+each, adding up to the records consumed.
+
+How that holds under faults:
+- Crash anywhere: on start, and whenever partitions are assigned, the sink seeks to the
+  ledger, so records are read again from the first one not committed.
+- Several writers (a rebalance, a zombie process, static workers that overlap): a commit is
+  an optimistic transaction on the snapshot the ledger was read from. pyiceberg's blind
+  retry is off for it; on a conflict the sink re-reads the ledger, drops what another
+  writer committed meanwhile, and tries again. A partition whose batch does not start at the
+  ledger (the ledger moved back: a rollback) is not committed; the sink re-reads it from
+  the ledger instead, so nothing is skipped.
+- Quality gate: judged once per batch, before the commit loop, and only by the records
+  themselves (time checks against each record's Kafka timestamp, not the clock), so two
+  attempts at the same offsets agree. Quarantine writes replace the batch's offset ranges,
+  so a replay rewrites the same verdicts instead of adding rows.
+- Group trouble: a group that never finishes a join is left for a fresh member, then the
+  sink stops and names the stuck group; `sink.assignment=static` needs no group at all.
+- Broker gone: the sink drops its uncommitted batch, reconnects with backoff for up to
+  `sink.reconnect_timeout_s`, and resumes from the ledger.
+Kafka group offsets are committed too, only as a courtesy for lag monitoring: a refused
+courtesy commit is logged, never fatal.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
+import numpy as np
+import pyarrow as pa
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from infra.catalog import ensure_namespace, ensure_table, open_catalog
 from infra.config import Settings
 from schemas.base import Event
 from streams.arrow_rows import SourcePosition, to_arrow
 from streams.decode import DeadLetterWriter, Decoder
-from streams.dedupe import DayKeyIndex
+from streams.dedupe import KeyIndex
 from streams.dlq import DeadLetter
 from streams.kafka_io import consumer, producer
-from streams.offsets import committed_offsets, offsets_property
+from streams.offsets import append_with_offsets, committed_offsets
 from streams.sink_metrics import SinkMetrics
 
 if TYPE_CHECKING:
@@ -37,17 +68,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Errors that mean "the broker is not reachable now", not "this record is bad".
+_BROKER_ERRORS = (KafkaError, ConnectionError, TimeoutError)
+
+
+class SinkError(RuntimeError):
+    """The sink cannot go on; the message names the cause and what to do."""
+
 
 @dataclass
 class SinkStats:
+    # Records whose fate is settled: each is exactly one of the five counts below.
+    records_consumed: int = 0
     rows_committed: int = 0
-    commits: int = 0
-    dead_letters: int = 0
-    skipped_already_committed: int = 0
-    # Same event key as a row already in the table (or earlier in the batch): kept once.
-    duplicates_dropped: int = 0
     # Rows a critical data-quality check sent to `<table>_quarantine` (quality/gate.py).
     rows_quarantined: int = 0
+    dead_letters: int = 0
+    # Same event key as a row already in the table (or earlier in the batch): kept once.
+    duplicates_dropped: int = 0
+    # Already committed by another writer (a rebalance, a zombie, an overlapping worker).
+    skipped_already_committed: int = 0
+    commits: int = 0
+    commit_conflicts: int = 0
+    # Times the broker went away and the sink reconnected; fresh group joins.
+    reconnects: int = 0
+    rejoins: int = 0
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -55,21 +100,31 @@ class SinkStats:
 class _Batch:
     events: list[Event] = field(default_factory=list)
     positions: list[SourcePosition] = field(default_factory=list)
+    # Kafka record timestamps (ms) of the rows: the quality gate's reference time.
+    timestamps: list[int] = field(default_factory=list)
+    # Per partition: where this batch's reading started (the ledger offset it must match)
+    # and the next offset after the last record taken.
+    start_offsets: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
+    dead_letters: Counter[int] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
         return len(self.events)
 
-    def saw(self, partition: int, offset: int) -> None:
+    def saw(self, partition: int, offset: int, start: int) -> None:
+        self.start_offsets.setdefault(partition, start)
         self.next_offsets[partition] = max(self.next_offsets.get(partition, 0), offset + 1)
 
     def drop_partitions(self, partitions: set[int]) -> None:
         keep = [i for i, p in enumerate(self.positions) if p.partition not in partitions]
         self.events = [self.events[i] for i in keep]
         self.positions = [self.positions[i] for i in keep]
+        self.timestamps = [self.timestamps[i] for i in keep]
         for p in partitions:
             self.next_offsets.pop(p, None)
+            self.start_offsets.pop(p, None)
+            self.dead_letters.pop(p, None)
 
 
 class _SeekToTable(ConsumerRebalanceListener):
@@ -81,6 +136,8 @@ class _SeekToTable(ConsumerRebalanceListener):
         self.sink.batch.drop_partitions({tp.partition for tp in revoked})
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Called on every completed join, also with no partitions (more sinks than them).
+        self.sink.joined = True
         self.sink.seek_to_table(assigned)
         self.sink.last_activity = time.monotonic()
 
@@ -98,7 +155,7 @@ class IcebergSink:
         self.settings = settings
         self.topic = topic
         self.group_id = group_id or f"freshlabel-sink-{table_name}"
-        cfg = settings.sink
+        cfg = self.cfg = settings.sink
         self.batch_rows = batch_rows or cfg.batch_rows
         self.batch_seconds = batch_seconds if batch_seconds is not None else cfg.batch_seconds
         self.decoder: Decoder[Event] = Decoder(topic, settings.decode, self.group_id)
@@ -108,30 +165,98 @@ class IcebergSink:
         self.table: Table = ensure_table(
             catalog, settings.catalog.namespace, table_name, schema_of=model.table
         )
-        self.dedupe = DayKeyIndex(model.dedupe_key, model.time_field) if model.dedupe_key else None
+        self.table_name = table_name
+        self.dedupe = KeyIndex.for_model(model, cfg.dedupe_horizon_days, cfg.dedupe_max_bytes)
         self.gate: QualityGate | None = None
         if settings.quality.enabled:
             from quality.gate import QualityGate  # pandas and GX load only when enabled
 
             self.gate = QualityGate(settings, catalog)
-        self.dead_letters = DeadLetterWriter(producer(settings))
         self.metrics = SinkMetrics(settings, table_name, model.lag_field)
-        self.consumer = consumer(settings, self.group_id)
         self.batch = _Batch()
         self.stats = SinkStats()
+        # Next offset to read per partition, as this process knows it: the ledger offset
+        # it sought to (0 when it read from the log's start), then each record's next one.
+        self.positions: dict[int, int] = {}
+        self.joined = False
         # Idle time counts from the group assignment (a join takes seconds), not from start.
         self.last_activity = float("inf")
+        self._last_commit = 0.0  # monotonic time of the last commit
+        self._consumer: KafkaConsumer | None = None
+        self._dead_letters: DeadLetterWriter | None = None
+
+    # Connections -------------------------------------------------------------------------
+
+    @property
+    def consumer(self) -> KafkaConsumer:
+        if self._consumer is None:
+            raise SinkError(f"sink for {self.topic}: not connected; call run()")
+        return self._consumer
+
+    @property
+    def dead_letters(self) -> DeadLetterWriter:
+        if self._dead_letters is None:
+            self._dead_letters = DeadLetterWriter(producer(self.settings))
+        return self._dead_letters
+
+    def _connect(self) -> None:
+        """A new consumer (a fresh group member), subscribed or statically assigned."""
+        self._disconnect()
+        self.joined = False
+        self.last_activity = float("inf")
+        self.batch = _Batch()
+        self._consumer = consumer(self.settings, self.group_id)
+        if self.cfg.assignment == "group":
+            self._consumer.subscribe([self.topic], listener=_SeekToTable(self))
+            return
+        partitions = self._consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            raise SinkError(
+                f"sink for {self.topic}: the broker at {self.settings.broker.bootstrap} knows "
+                "no such topic; create it (`freshlabel up` creates the platform's topics)"
+            )
+        mine = {
+            TopicPartition(self.topic, p)
+            for p in sorted(partitions)
+            if p % self.cfg.workers == self.cfg.worker_index
+        }
+        self._consumer.assign(list(mine))
+        self.joined = True
+        self.seek_to_table(mine)
+        self.last_activity = time.monotonic()
+
+    def _disconnect(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception as exc:  # a dead broker: nothing to tell it
+                log.debug("closing the consumer: %s", exc)
+            self._consumer = None
+        if self._dead_letters is not None:
+            try:
+                self._dead_letters.producer.close(timeout=5)
+            except Exception as exc:
+                log.debug("closing the dead-letter producer: %s", exc)
+            self._dead_letters = None
 
     def seek_to_table(self, partitions: set[TopicPartition]) -> None:
         self.table = self.table.refresh()
         if self.dedupe is not None:
-            self.dedupe.forget()
+            self.dedupe.refresh(self.table)
         offsets = committed_offsets(self.table, self.topic)
         for tp in partitions:
-            if tp.partition in offsets:
-                self.consumer.seek(tp, offsets[tp.partition])
-            else:
-                self.consumer.seek_to_beginning(tp)
+            self._seek(tp.partition, offsets)
+
+    def _seek(self, partition: int, offsets: dict[int, int]) -> None:
+        tp = TopicPartition(self.topic, partition)
+        if partition in offsets:
+            self.consumer.seek(tp, offsets[partition])
+            self.positions[partition] = offsets[partition]
+        else:
+            self.consumer.seek_to_beginning(tp)
+            self.positions[partition] = 0
+
+    # The loop --------------------------------------------------------------------------
 
     def run(
         self,
@@ -139,52 +264,139 @@ class IcebergSink:
         max_rows: int | None = None,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> SinkStats:
-        """Consume until idle for `idle_timeout_s`, `max_rows` committed, or `should_stop()`."""
-        self.consumer.subscribe([self.topic], listener=_SeekToTable(self))
-        join_deadline = time.monotonic() + 60.0
+        """Consume until idle for `idle_timeout_s`, `max_rows` committed, or `should_stop()`.
+
+        Args:
+            idle_timeout_s: Stop after this many seconds without records (None: never).
+            max_rows: Stop once this many rows are committed.
+            should_stop: Polled between steps; True ends the run after a final commit.
+
+        Returns:
+            The counts of this run.
+
+        Raises:
+            SinkError: The broker stayed away past `sink.reconnect_timeout_s`, or the group
+                never assigned partitions; the message names the cause.
+        """
+        outage_since: float | None = None
         try:
-            while not should_stop():
-                polled = self.consumer.poll(timeout_ms=500)
-                for records in polled.values():
-                    for record in records:
-                        self._take(record.partition, record.offset, record.value, record.key)
-                        if len(self.batch) >= self.batch_rows:
-                            self.commit()
-                if polled:
-                    self.last_activity = time.monotonic()
-                if self._batch_due():
-                    self.commit()
-                if max_rows is not None and self.stats.rows_committed >= max_rows:
+            while True:
+                try:
+                    self._connect()
+                    self._consume(idle_timeout_s, max_rows, should_stop)
                     break
-                now = time.monotonic()
-                if idle_timeout_s is not None and now - self.last_activity > idle_timeout_s:
-                    break
-                if self.last_activity == float("inf") and now > join_deadline:
-                    raise TimeoutError(
-                        f"sink for {self.topic}: no partitions assigned to group "
-                        f"{self.group_id} within 60 s; is the broker up at "
-                        f"{self.settings.broker.bootstrap}?"
+                except _BROKER_ERRORS as exc:
+                    now = time.monotonic()
+                    if outage_since is None or self._last_commit > outage_since:
+                        outage_since = now  # a new outage: the last session made progress
+                    if now - outage_since > self.cfg.reconnect_timeout_s or should_stop():
+                        raise SinkError(
+                            f"sink for {self.topic}: broker at {self.settings.broker.bootstrap} "
+                            f"unreachable for {now - outage_since:.0f} s ({exc!r}); start it, "
+                            "or raise sink.reconnect_timeout_s"
+                        ) from exc
+                    self.stats.reconnects += 1
+                    delay = min(10.0, 0.5 * 2 ** min(self.stats.reconnects, 5))
+                    log.warning(
+                        "sink for %s: broker trouble (%r); uncommitted batch dropped, "
+                        "reconnecting in %.1f s",
+                        self.topic,
+                        exc,
+                        delay,
                     )
-            self.commit()
-        finally:
-            self.consumer.close(autocommit=False)
-            self.dead_letters.producer.close()
-            if self.gate is not None:
-                self.gate.close()
-            self.metrics.write_status(stopped=True)
+                    self._disconnect()
+                    time.sleep(delay)
+        except BaseException as exc:
+            self._disconnect()
+            self._close_gate()
+            self.metrics.write_status(error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            raise
+        self._disconnect()
+        self._close_gate()
+        self.metrics.write_status(stopped=True)
         self.stats.dead_letters_by_reason = self.decoder.counters.by_reason()
         return self.stats
 
-    def _take(self, partition: int, offset: int, value: bytes | None, key: bytes | None) -> None:
-        decoded = self.decoder.decode_bytes(value, partition, offset, key)
+    def _close_gate(self) -> None:
+        if self.gate is not None:
+            self.gate.close()
+
+    def _consume(
+        self,
+        idle_timeout_s: float | None,
+        max_rows: int | None,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        join_deadline = time.monotonic() + self.cfg.join_timeout_s
+        rejoins = 0
+        while not should_stop():
+            polled = self.consumer.poll(timeout_ms=500)
+            for records in polled.values():
+                for record in records:
+                    self._take(record)
+                    if len(self.batch) >= self.batch_rows:
+                        self.commit()
+            if polled:
+                self.last_activity = time.monotonic()
+            if self._batch_due():
+                self.commit()
+            if max_rows is not None and self.stats.rows_committed >= max_rows:
+                break
+            now = time.monotonic()
+            if idle_timeout_s is not None and now - self.last_activity > idle_timeout_s:
+                break
+            if not self.joined and now > join_deadline:
+                rejoins += 1
+                self._stuck_group(rejoins)
+                self.stats.rejoins += 1
+                self._connect()
+                join_deadline = time.monotonic() + self.cfg.join_timeout_s
+        self.commit()
+
+    def _stuck_group(self, rejoins: int) -> None:
+        """The group has not completed a join: stop after `join_attempts` fresh members."""
+        waited = self.cfg.join_timeout_s * rejoins
+        partitions = self.consumer.partitions_for_topic(self.topic)
+        if partitions is None:
+            raise ConnectionError(f"no metadata for {self.topic} after {waited:.0f} s")
+        log.warning(
+            "sink for %s: group %s has not assigned partitions in %.0f s; rejoining as a "
+            "fresh member (%d of %d)",
+            self.topic,
+            self.group_id,
+            self.cfg.join_timeout_s,
+            rejoins,
+            self.cfg.join_attempts,
+        )
+        if rejoins >= self.cfg.join_attempts:
+            raise SinkError(
+                f"sink for {self.topic}: consumer group {self.group_id} is stuck rebalancing "
+                f"(no join completed in {waited:.0f} s over {rejoins} fresh members) while "
+                f"the broker at {self.settings.broker.bootstrap} answers metadata "
+                f"({len(partitions)} partitions); run sinks with sink.assignment=static "
+                "(--workers N --worker-index I), or a new --group"
+            )
+
+    def _take(self, record: object) -> None:
+        partition: int = record.partition  # type: ignore[attr-defined]
+        offset: int = record.offset  # type: ignore[attr-defined]
+        start = self.positions.get(partition, offset)
+        self.positions[partition] = offset + 1
+        decoded = self.decoder.decode_bytes(
+            record.value,  # type: ignore[attr-defined]
+            partition,
+            offset,
+            record.key,  # type: ignore[attr-defined]
+        )
         if isinstance(decoded, DeadLetter):
             self.dead_letters.send(decoded)
-            self.stats.dead_letters += 1
+            self.batch.dead_letters[partition] += 1
             self.metrics.dead_letters.inc()
         else:
             self.batch.events.append(decoded)
             self.batch.positions.append(SourcePosition(partition, offset))
-        self.batch.saw(partition, offset)
+            self.batch.timestamps.append(int(record.timestamp or 0))  # type: ignore[attr-defined]
+        self.batch.saw(partition, offset, start)
 
     def _batch_due(self) -> bool:
         if not self.batch.next_offsets:
@@ -194,75 +406,142 @@ class IcebergSink:
             or time.monotonic() - self.batch.started >= self.batch_seconds
         )
 
+    # Committing ------------------------------------------------------------------------
+
     def commit(self) -> None:
+        """Settle the current batch: gate once, then commit it exactly once."""
         batch, self.batch = self.batch, _Batch()
         if not batch.next_offsets:
             return
         # Dead letters must be acknowledged before their offsets are recorded as done.
         self.dead_letters.flush()
-        for attempt in range(1, 11):
-            try:
-                self._commit_once(batch)
-                break
-            except CommitFailedException:
-                if attempt == 10:
-                    raise
-                log.warning("commit conflict on %s, retrying (%d)", self.table.name(), attempt)
-                time.sleep(0.2 * attempt)
-        self.consumer.commit(
-            {
-                TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
-                for p, o in batch.next_offsets.items()
-            }
-        )
+        ingested_at = datetime.now(UTC)
+        first = min(batch.start_offsets.values())
+        batch_id = f"{self.topic}@{first}-{max(batch.next_offsets.values())}/{time.time_ns()}"
+        rows = to_arrow(self.table, batch.events, batch.positions, batch_id, ingested_at)
+        quarantined = self._judge(rows, batch, batch_id, ingested_at)
 
-    def _commit_once(self, batch: _Batch) -> None:
-        self.table = self.table.refresh()
-        done = committed_offsets(self.table, self.topic)
-        # After a rebalance another sink may have committed part of this batch already.
-        keep = [
-            i for i, pos in enumerate(batch.positions) if pos.offset >= done.get(pos.partition, 0)
-        ]
-        self.stats.skipped_already_committed += len(batch.positions) - len(keep)
-        if self.dedupe is not None and keep:
-            fresh = self.dedupe.new_indices(self.table, [batch.events[i] for i in keep])
-            self.stats.duplicates_dropped += len(keep) - len(fresh)
-            keep = [keep[i] for i in fresh]
+        def conflict(state: RetryCallState) -> None:
+            self.stats.commit_conflicts += 1
+            self.metrics.conflicts.inc()
+            log.warning(
+                "commit conflict on %s, retrying (%d)", self.table_name, state.attempt_number
+            )
+
+        for attempt in Retrying(
+            retry=retry_if_exception_type(CommitFailedException),
+            stop=stop_after_attempt(self.cfg.commit_attempts),
+            wait=wait_random_exponential(multiplier=0.05, max=2.0),
+            before_sleep=conflict,
+            reraise=True,
+        ):
+            with attempt:
+                self._commit_once(batch, rows, quarantined)
+        self._courtesy_commit(batch)
+
+    def _judge(
+        self, rows: pa.Table, batch: _Batch, batch_id: str, ingested_at: datetime
+    ) -> np.ndarray:
+        """Quarantine mask of the batch's rows; quarantined rows are written (idempotently,
+        by offset range) and alerts raised, once per batch."""
+        none = np.zeros(rows.num_rows, dtype=bool)
+        if self.gate is None or not self.gate.applies_to(self.table_name) or not rows.num_rows:
+            return none
+        # Time checks measure against each record's Kafka timestamp, so every attempt at
+        # these offsets, by any writer, reaches the same verdict.
+        fallback = int(ingested_at.timestamp() * 1000)
+        reference = (
+            pa.array([ts if ts > 0 else fallback for ts in batch.timestamps], pa.int64())
+            .cast(pa.timestamp("ms"))
+            .cast(rows.schema.field("_ingested_at").type)
+        )
+        index = rows.schema.get_field_index("_ingested_at")
+        judged = rows.set_column(index, rows.schema.field(index), reference)
+        outcome = self.gate.check(self.table_name, judged, batch_id)
+        mask = none.copy()
+        mask[outcome.quarantined_indices] = True
+        if outcome.quarantined.num_rows:
+            outcome.quarantined = outcome.quarantined.set_column(
+                index,
+                rows.schema.field(index),
+                pa.array(
+                    [ingested_at] * outcome.quarantined.num_rows, rows.schema.field(index).type
+                ),
+            )
+        if outcome.results:
+            # Alerts first: a restarted gate takes a check failing in dq_results as already
+            # alerted, so a crash between the two may repeat an alert but never lose one.
+            self.gate.publish(outcome)
+            self.gate.persist(outcome)
+        return mask
+
+    def _commit_once(self, batch: _Batch, rows: pa.Table, quarantined: np.ndarray) -> None:
+        table = self.table = self.table.refresh()
+        if self.dedupe is not None:
+            self.dedupe.refresh(table)
+        done = committed_offsets(table, self.topic)
+        behind = {p for p, start in batch.start_offsets.items() if start > done.get(p, 0)}
+        for p in behind:
+            # The ledger is behind where this batch started (a rollback): re-read from it.
+            log.warning(
+                "%s: ledger of %s[%d] is at %d, before this batch's start %d; re-reading",
+                self.table_name,
+                self.topic,
+                p,
+                done.get(p, 0),
+                batch.start_offsets[p],
+            )
+            if self._consumer is not None and TopicPartition(self.topic, p) in (
+                self._consumer.assignment()
+            ):
+                self._seek(p, done)
+        partitions = np.array([pos.partition for pos in batch.positions], dtype=np.int64)
+        offsets = np.array([pos.offset for pos in batch.positions], dtype=np.int64)
+        floor = np.array([done.get(int(p), 0) for p in partitions], dtype=np.int64)
+        live = ~np.isin(partitions, list(behind)) if behind else np.ones(len(partitions), bool)
+        fresh = live & (offsets >= floor)
+        keep = np.flatnonzero(fresh & ~quarantined)
+        if self.dedupe is not None and keep.size:
+            new = self.dedupe.new_indices(table, [batch.events[i] for i in keep])
+            duplicates = keep.size - len(new)
+            keep = keep[np.asarray(new, dtype=np.int64)] if new else keep[:0]
+        else:
+            duplicates = 0
         merged = dict(done)
         for partition, offset in batch.next_offsets.items():
-            merged[partition] = max(merged.get(partition, 0), offset)
-        if merged == done:
-            return
-        if not keep:
-            # Only dead letters (or already-committed rows): record the offsets alone.
-            with self.table.transaction() as tx:
-                tx.append(
-                    to_arrow(self.table, [], [], "", datetime.now(UTC)),
-                    snapshot_properties=offsets_property(self.topic, merged),
-                )
+            if partition not in behind:
+                merged[partition] = max(merged.get(partition, 0), offset)
+        written = rows.take(keep)
+        if merged != done:
+            self.table = append_with_offsets(table, written, self.topic, merged)
+            self._last_commit = time.monotonic()
             self.stats.commits += 1
+        committed = [batch.events[i] for i in keep]
+        if self.dedupe is not None and committed:
+            self.dedupe.remember(committed, self.table)
+        # Every record of the settled partitions, counted once by its fate.
+        settled = int(live.sum()) + sum(n for p, n in batch.dead_letters.items() if p not in behind)
+        stats = self.stats
+        stats.records_consumed += settled
+        stats.rows_committed += len(committed)
+        stats.rows_quarantined += int((fresh & quarantined).sum())
+        stats.dead_letters += settled - int(live.sum())
+        stats.duplicates_dropped += duplicates
+        stats.skipped_already_committed += int((live & ~fresh).sum())
+        self.metrics.counts = asdict(stats)
+        if merged != done:
+            self.metrics.record_commit(written, time.time(), int((fresh & quarantined).sum()))
+
+    def _courtesy_commit(self, batch: _Batch) -> None:
+        """Group offsets for lag monitoring only; the ledger is the truth."""
+        if self._consumer is None:
             return
-        first = min(batch.positions[i].offset for i in keep)
-        batch_id = f"{self.topic}@{first}-{max(batch.next_offsets.values())}/{time.time_ns()}"
-        rows = to_arrow(
-            self.table,
-            [batch.events[i] for i in keep],
-            [batch.positions[i] for i in keep],
-            batch_id,
-            datetime.now(UTC),
-        )
-        table_name = self.table.name()[-1]
-        quarantined = 0
-        if self.gate is not None and self.gate.applies_to(table_name):
-            # Critical failures go to quarantine (their offsets still count as consumed).
-            outcome = self.gate.guard(table_name, rows, batch_id)
-            rows = outcome.passed
-            quarantined = outcome.quarantined.num_rows
-            self.stats.rows_quarantined += quarantined
-        self.table.append(rows, snapshot_properties=offsets_property(self.topic, merged))
-        committed_at = time.time()
-        if self.dedupe is not None:
-            self.dedupe.remember([batch.events[i] for i in keep])
-        self.stats.rows_committed += rows.num_rows
-        self.stats.commits += 1
-        self.metrics.record_commit(rows, committed_at, quarantined)
+        try:
+            self._consumer.commit(
+                {
+                    TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
+                    for p, o in batch.next_offsets.items()
+                }
+            )
+        except KafkaError as exc:
+            log.info("courtesy offset commit refused (%r); the Iceberg ledger is unaffected", exc)

@@ -2,7 +2,9 @@
 
 All three keep the sink's exactly-once ledger (Kafka offsets in snapshot summaries) intact:
 a compaction commit carries the highest offsets of every topic, and expiry never removes the
-snapshot that holds the highest offset of any (topic, partition).
+snapshot of the main branch's ancestry that holds the highest offset of any (topic,
+partition), nor any snapshot between it and the current one (the ledger is read along that
+ancestry, streams/offsets.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.table import Table
 
-from streams.offsets import offsets_property, snapshot_offsets
+from streams.offsets import ledger, main_ancestry, offsets_property, snapshot_offsets
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +32,6 @@ class MaintenanceReport(BaseModel):
     files_after: int = 0
     snapshots_expired: int = 0
     orphans_removed: int = 0
-
-
-def ledger(table: Table) -> dict[str, dict[int, int]]:
-    """Highest recorded offset per topic and partition, over the retained snapshots."""
-    best: dict[str, dict[int, int]] = defaultdict(dict)
-    for snapshot in table.metadata.snapshots:
-        for topic, partition, offset in snapshot_offsets(snapshot):
-            best[topic][partition] = max(best[topic].get(partition, 0), offset)
-    return best
 
 
 def _ledger_properties(table: Table) -> dict[str, str]:
@@ -106,13 +99,16 @@ def compact_closed_days(table: Table, closed_before: date, min_files: int = 4) -
 def expire_snapshots(table: Table, older_than: datetime, retain_last: int = 10) -> int:
     snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms)
     keep = {s.snapshot_id for s in snapshots[-retain_last:]}
-    # The snapshot holding the highest offset of each (topic, partition) is the ledger.
+    # The ledger is read along the current snapshot's ancestry: keep that chain down to the
+    # oldest snapshot that still holds the highest offset of some (topic, partition).
+    ancestry = list(main_ancestry(table))
     best: dict[tuple[str, int], tuple[int, int]] = {}
-    for s in snapshots:
+    for depth, s in enumerate(ancestry):
         for topic, partition, offset in snapshot_offsets(s):
-            if (topic, partition) not in best or offset >= best[(topic, partition)][0]:
-                best[(topic, partition)] = (offset, s.snapshot_id)
-    keep |= {snapshot_id for _, snapshot_id in best.values()}
+            if (topic, partition) not in best or offset > best[(topic, partition)][0]:
+                best[(topic, partition)] = (offset, depth)
+    deepest = max((depth for _, depth in best.values()), default=-1)
+    keep |= {s.snapshot_id for s in ancestry[: deepest + 1]}
     cutoff = older_than.timestamp() * 1000
     expired = [
         s.snapshot_id for s in snapshots if s.timestamp_ms < cutoff and s.snapshot_id not in keep

@@ -35,6 +35,10 @@ class SinkMetrics:
         self.commits = counter("commits", "Iceberg commits")
         self.quarantined = counter("quarantined", "Rows a critical quality check quarantined")
         self.dead_letters = counter("dead_letters", "Records refused by decoding (to the DLQ)")
+        self.conflicts = counter(
+            "commit_conflicts", "Commits another writer got in first (retried on a fresh ledger)"
+        )
+        self.counts: dict[str, object] = {}
         self.visible_lag = Histogram(
             "freshlabel_visible_lag_seconds",
             "Event time to row visible in Iceberg (commit of the snapshot that added it)",
@@ -71,6 +75,8 @@ class SinkMetrics:
             "lag_field": self.lag_field,
             "visible_lag_p50_s": percentile(self._lags, 50),
             "visible_lag_p95_s": percentile(self._lags, 95),
+            # The sink's own counts: each consumed record's fate (they add up).
+            **self.counts,
         }
 
     def write_status(self, stopped: bool = False, error: str | None = None) -> None:
