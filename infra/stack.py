@@ -2,12 +2,23 @@
 
 `up` records every process it starts in `<state_dir>/stack.json`; `down` stops exactly
 those PIDs (after checking each still runs the program we started), never anything by name.
+
+`up` on a stack that is partly dead (a service SIGKILLed, OOM-killed) repairs it: it says
+which recorded services no longer run (PID gone or reused), drops their stale entries and
+PID files, and starts only those again, with the services that depend on them (the broker
+with its object store, the Flink JobManager and TaskManager together); the healthy rest
+keeps running, so a running Flink job or teacher is not interrupted. The durable broker
+keeps its data across this (it lives in the object store's folder under the state dir); an
+in-memory broker's records are gone, and `up` says so. When nothing recorded runs any more
+(a reboot), `up` forgets the old record and starts the stack afresh on the same folders.
+A stack that is fully up is refused as before ("already up").
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +49,24 @@ from infra.process import (
 )
 from infra.topics import ensure_topics
 from infra.worker_status import WorkerGroup, WorkerStatus
+
+log = logging.getLogger(__name__)
+
+# Restarting a service restarts these with it: the broker keeps its log in the object
+# store, and the Flink JobManager and TaskManager are started as a pair.
+_DEPENDENTS: dict[str, tuple[str, ...]] = {
+    "object_store": ("broker",),
+    JOBMANAGER: (TASKMANAGER,),
+    TASKMANAGER: (JOBMANAGER,),
+}
+# The `_ports_needed` keys (their first word) of each service.
+_PORT_GROUP = {
+    "object_store": "object_store",
+    "broker": "broker",
+    JOBMANAGER: "flink",
+    TASKMANAGER: "flink",
+    triton.SERVICE: "triton",
+}
 
 
 class StackError(RuntimeError):
@@ -115,7 +144,9 @@ def _ports_needed(settings: Settings, durable: bool) -> dict[str, int]:
     return ports
 
 
-def _refuse_taken_ports(settings: Settings, durable: bool) -> None:
+def _refuse_taken_ports(
+    settings: Settings, durable: bool, only: Sequence[str] | None = None
+) -> None:
     env_names = {
         "broker": "FRESHLABEL_BROKER__PORT",
         "object_store s3": "FRESHLABEL_OBJECT_STORE__S3_PORT",
@@ -128,7 +159,11 @@ def _refuse_taken_ports(settings: Settings, durable: bool) -> None:
     }
     # A service stopped a moment ago may still be closing its listener: give it a few seconds.
     deadline = time.monotonic() + 5.0
-    needed = _ports_needed(settings, durable)
+    needed = {
+        what: port
+        for what, port in _ports_needed(settings, durable).items()
+        if only is None or what.split()[0] in {_PORT_GROUP.get(name, name) for name in only}
+    }
     while time.monotonic() < deadline and not all(
         port_free(settings.broker.host, port) for port in needed.values()
     ):
@@ -136,7 +171,7 @@ def _refuse_taken_ports(settings: Settings, durable: bool) -> None:
     taken = [
         f"{what} port {port} on {settings.broker.host} is taken by another process "
         f"(free it or set {env_names[what]})"
-        for what, port in _ports_needed(settings, durable).items()
+        for what, port in needed.items()
         if not port_free(settings.broker.host, port)
     ]
     if taken:
@@ -149,12 +184,23 @@ def up(settings: Settings, durable: bool | None = None) -> StackState:
         settings.broker.durable = durable
     with _stack_lock(settings):
         existing = read_state(settings)
-        if existing and any(is_running(s) for s in existing.services):
-            alive = ", ".join(f"{s.name} (pid {s.pid})" for s in existing.services)
-            raise StackError(
-                f"the stack is already up in {settings.state_dir}: {alive}. "
-                "Run `freshlabel down` first, or use another FRESHLABEL_STATE_DIR"
+        if existing and existing.services:
+            dead = [s for s in existing.services if not is_running(s)]
+            if not dead:
+                alive = ", ".join(f"{s.name} (pid {s.pid})" for s in existing.services)
+                raise StackError(
+                    f"the stack is already up in {settings.state_dir}: {alive}. "
+                    "Run `freshlabel down` first, or use another FRESHLABEL_STATE_DIR"
+                )
+            if len(dead) < len(existing.services):
+                return _repair(settings, existing, dead, durable)
+            log.warning(
+                "nothing of the stack recorded in %s runs any more (%s): starting it afresh; "
+                "data folders are kept",
+                state_path(settings),
+                _listing(dead),
             )
+            _forget(settings, existing)
         _refuse_taken_ports(settings, settings.broker.durable)
         settings.log_dir.mkdir(parents=True, exist_ok=True)
         state = StackState(started_at=datetime.now(UTC), profile=settings.profile)
@@ -208,6 +254,128 @@ def up(settings: Settings, durable: bool | None = None) -> StackState:
         return state
 
 
+def _listing(services: Sequence[ServiceRecord]) -> str:
+    return ", ".join(f"{s.name} (pid {s.pid})" for s in services)
+
+
+def _forget(settings: Settings, state: StackState) -> None:
+    """Drop the record of a stack none of whose processes runs: stack.json and PID files."""
+    for service in state.services:
+        (settings.state_dir / f"{service.name}.pid").unlink(missing_ok=True)
+    state_path(settings).unlink(missing_ok=True)
+
+
+def _restart_set(names: Sequence[str], dead: Sequence[ServiceRecord]) -> list[str]:
+    """The dead services plus what depends on them, in the recorded (start) order."""
+    wanted = {s.name for s in dead}
+    for name in list(wanted):
+        wanted.update(_DEPENDENTS.get(name, ()))
+    return [name for name in names if name in wanted]
+
+
+def _start_one(settings: Settings, name: str, started: list[ServiceRecord]) -> None:
+    """Start service `name` as `up` would and wait until it answers; every record started
+    is appended to `started` at once, so the caller can stop it if a later step fails."""
+    if name == "object_store":
+        store = start_object_store(settings)
+        started.append(store)
+        wait_until(
+            store,
+            lambda: object_store_healthy(settings),
+            settings.object_store.health_timeout_s,
+            "S3 /healthz",
+        )
+    elif name == "broker":
+        broker = start_broker(settings)
+        started.append(broker)
+        wait_until(
+            broker,
+            lambda: broker_healthy(settings, timeout_s=1.0),
+            settings.broker.health_timeout_s,
+            "a metadata response",
+        )
+    elif name in (JOBMANAGER, TASKMANAGER):
+        if any(s.name in (JOBMANAGER, TASKMANAGER) for s in started):
+            return  # started as a pair with the other one
+        flink = start_cluster(settings)
+        started.extend(flink)
+        wait_until(
+            flink[0],
+            lambda: all(is_running(s) for s in flink) and cluster_healthy(settings),
+            settings.flink.health_timeout_s,
+            "a Flink REST overview with a registered TaskManager",
+        )
+    elif name == triton.SERVICE:
+        triton.prepare_repository(settings)
+        teacher = triton.start_triton(settings)
+        started.append(teacher)
+        triton.wait_ready(settings, teacher)
+    else:
+        raise StackError(
+            f"stack.json in {settings.state_dir} names an unknown service {name!r}; "
+            "run `freshlabel down`, then `freshlabel up`"
+        )
+
+
+def _repair(
+    settings: Settings, state: StackState, dead: list[ServiceRecord], durable: bool | None
+) -> StackState:
+    """Start again the recorded services that died (and their dependents); keep the rest."""
+    names = [s.name for s in state.services]
+    recorded_durable = "object_store" in names
+    if settings.broker.embedded and durable and not recorded_durable:
+        raise StackError(
+            f"{_listing(dead)} died in {settings.state_dir}, whose stack runs an in-memory "
+            "broker (started without --durable); run `freshlabel down`, then "
+            "`freshlabel up --durable`"
+        )
+    # Repair the stack that was recorded: a durable one stays durable without the flag.
+    settings.broker.durable = recorded_durable
+    restart = _restart_set(names, dead)
+    log.warning(
+        "%s recorded in %s no longer running (PID gone or reused): restarting %s; "
+        "the rest keeps running%s",
+        _listing(dead),
+        state_path(settings),
+        ", ".join(restart),
+        ", durable broker data is kept" if recorded_durable else "",
+    )
+    if "broker" in restart and settings.broker.embedded and not recorded_durable:
+        log.warning(
+            "the broker kept its records in memory: they are lost, and offsets recorded in "
+            "Iceberg refer to the old log; use `freshlabel up --durable` to keep them"
+        )
+    # Live services restarting with a dead one are stopped by their recorded PID.
+    for service in reversed(state.services):
+        if service.name in restart and is_running(service):
+            log.warning("stopping %s (pid %d) to restart it", service.name, service.pid)
+            stop(service)
+    for name in restart:
+        (settings.state_dir / f"{name}.pid").unlink(missing_ok=True)
+    kept = [s for s in state.services if s.name not in restart]
+    _write_state(settings, state.model_copy(update={"services": kept}))
+    started: list[ServiceRecord] = []
+    try:
+        _refuse_taken_ports(settings, recorded_durable, only=restart)
+        settings.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in restart:
+            _start_one(settings, name, started)
+        fresh = {s.name: s for s in started}
+        repaired = state.model_copy(
+            update={"services": [fresh.get(s.name, s) for s in state.services]}
+        )
+        _write_state(settings, repaired)
+        ensure_topics(settings)
+        ensure_all_tables(settings)
+    except BaseException:
+        for service in reversed(started):
+            stop(service)
+        # Back to the record of the dead services, so the next `up` tries again.
+        _write_state(settings, state)
+        raise
+    return repaired
+
+
 def _stop_all(settings: Settings, state: StackState) -> list[str]:
     stopped = []
     for service in reversed(state.services):
@@ -240,7 +408,11 @@ def _service_health(
         return ServiceHealth(name=name, healthy=False, detail="not started by `freshlabel up`")
     base = {"name": name, "pid": record.pid, "ports": record.ports, "log": str(record.log)}
     if not is_running(record):
-        return ServiceHealth(healthy=False, detail=f"process {record.pid} is not running", **base)
+        return ServiceHealth(
+            healthy=False,
+            detail=f"process {record.pid} is not running; `freshlabel up` restarts it",
+            **base,
+        )
     ok = check()
     return ServiceHealth(healthy=ok, detail=what if ok else f"no answer to {what}", **base)
 
