@@ -211,7 +211,7 @@ def test_for_model_without_a_key_is_none_and_digests_separate_fields() -> None:
         time_field: ClassVar[str] = "x"
 
     assert KeyIndex.for_model(Keyless) is None
-    a, b, c = digests([("a:b", "c"), ("a", "b:c"), ("a", None)])
+    a, b, c = digests([["a:b", "a", "a"], ["c", "b:c", None]])
     assert len({a, b, c}) == 3
     assert (
         digests([(T0,)])[0]
