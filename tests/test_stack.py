@@ -105,3 +105,40 @@ def test_free_port_below_a_limit_skips_a_taken_pick(monkeypatch: pytest.MonkeyPa
         monkeypatch.setattr(random, "randrange", lambda lo, hi: next(picks))
         port = free_port(below=65535)
     assert port not in (busy, 0)
+
+
+@pytest.mark.slow
+def test_up_durable_restarts_a_sigkilled_broker_and_keeps_acknowledged_data(
+    settings: Settings,
+) -> None:
+    import signal
+
+    from streams.kafka_io import producer, read_all
+
+    first = freshlabel(settings, "up", "--durable")
+    assert first.returncode == 0, first.stderr
+    try:
+        with producer(settings) as prod:
+            prod.send("impressions.dlq", key=b"k", value=b"acknowledged").get(timeout=30)
+        before = {s.name: s for s in stack.read_state(settings).services}
+        os.kill(before["broker"].pid, signal.SIGKILL)
+        assert freshlabel(settings, "status").returncode == 1
+
+        again = freshlabel(settings, "up", "--durable")
+        assert again.returncode == 0, again.stderr
+        assert "broker (pid" in again.stderr and "restarting broker" in again.stderr
+        after = {s.name: s for s in stack.read_state(settings).services}
+        # Only the dead broker was started again; the object store kept running.
+        assert after["object_store"] == before["object_store"]
+        assert after["broker"].pid != before["broker"].pid and is_running(after["broker"])
+        pid_file = settings.state_dir / "broker.pid"
+        assert pid_file.read_text().strip() == str(after["broker"].pid)
+        assert freshlabel(settings, "status").returncode == 0
+        values = [r.value for r in read_all(settings, "impressions.dlq", 3.0)]
+        assert values == [b"acknowledged"]
+        # A stack that is fully up is still refused.
+        assert "already up" in freshlabel(settings, "up", "--durable").stderr
+    finally:
+        down = freshlabel(settings, "down")
+    assert down.returncode == 0, down.stderr
+    assert stack.read_state(settings) is None
