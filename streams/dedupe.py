@@ -477,13 +477,18 @@ class KeyIndex:
 
     def _batch_digests(self, batch: pa.RecordBatch) -> np.ndarray:
         self.stats.rows_read += batch.num_rows
-        columns = []
-        for name in self.key_fields:
-            column = batch.column(name)
-            if pa.types.is_timestamp(column.type):
-                column = pc.cast(column, pa.int64())
-            columns.append(column.to_pylist())
-        return digests(columns)
+        chunks = []
+        # Python strings for 64k rows at a time: a 1M-row record batch would cost ~100 MB.
+        for start in range(0, batch.num_rows, 1 << 16):
+            part = batch.slice(start, 1 << 16)
+            columns = []
+            for name in self.key_fields:
+                column = part.column(name)
+                if pa.types.is_timestamp(column.type):
+                    column = pc.cast(column, pa.int64())
+                columns.append(column.to_pylist())
+            chunks.append(digests(columns))
+        return np.concatenate(chunks) if chunks else _EMPTY
 
     def _batch_days(self, batch: pa.RecordBatch) -> np.ndarray:
         when = pc.cast(batch.column(self.time_field), pa.int64())
