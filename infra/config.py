@@ -225,6 +225,17 @@ class FlinkSettings(BaseModel):
     health_timeout_s: float = 90.0
     submit_timeout_s: float = 180.0
     savepoint_timeout_s: float = 120.0
+    # Where keyed state lives: "rocksdb" (on disk, incremental checkpoints; memory bounded
+    # by managed memory) or "hashmap" (on the JVM heap). docs/enrichment.md, "State".
+    state_backend: Literal["rocksdb", "hashmap"] = "rocksdb"
+    incremental_checkpoints: bool = True
+    # Share of the TaskManager's memory given to RocksDB (block cache and write buffers).
+    managed_memory_fraction: float = Field(default=0.3, gt=0.0, lt=1.0)
+    # A pin with neither an impression nor a change for this long (wall-clock days) has
+    # its stored versions dropped (state TTL); 0 keeps them forever. The TTL the job uses is
+    # the larger of this and the longest feature window plus one slide, so windowed state
+    # never expires while it can still be shown.
+    version_ttl_days: float = Field(default=90.0, ge=0.0)
 
 
 class TritonSettings(BaseModel):
