@@ -332,13 +332,14 @@ def _repair(
     # Repair the stack that was recorded: a durable one stays durable without the flag.
     settings.broker.durable = recorded_durable
     restart = _restart_set(names, dead)
+    kept_running = [s for s in state.services if s.name not in restart]
     log.warning(
-        "%s recorded in %s no longer running (PID gone or reused): restarting %s; "
-        "the rest keeps running%s",
+        "%s recorded in %s no longer running (PID gone or reused): restarting %s%s%s",
         _listing(dead),
         state_path(settings),
         ", ".join(restart),
-        ", durable broker data is kept" if recorded_durable else "",
+        f"; kept running: {_listing(kept_running)}" if kept_running else "",
+        "; durable broker data is kept" if recorded_durable else "",
     )
     if "broker" in restart and settings.broker.embedded and not recorded_durable:
         log.warning(
@@ -352,8 +353,7 @@ def _repair(
             stop(service)
     for name in restart:
         (settings.state_dir / f"{name}.pid").unlink(missing_ok=True)
-    kept = [s for s in state.services if s.name not in restart]
-    _write_state(settings, state.model_copy(update={"services": kept}))
+    _write_state(settings, state.model_copy(update={"services": kept_running}))
     started: list[ServiceRecord] = []
     try:
         _refuse_taken_ports(settings, recorded_durable, only=restart)
