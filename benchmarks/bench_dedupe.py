@@ -7,7 +7,8 @@ in a temporary folder (event times spread over `--days` days, 8 by default, so a
 the last day has every key within the 7-day horizon), then measures streams/dedupe.py `KeyIndex`:
 
 - cold start: the first `new_indices` of a 100k batch loads every day within the horizon
-  (time; memory by tracemalloc, peak and retained, and the process RSS growth);
+  (time; memory by tracemalloc, peak and retained, and the process RSS growth, which
+  includes what pyarrow's allocator keeps; the batch's events are built before);
 - steady state: `new_indices` on further 100k batches (half new ids, half resent ids);
 - `refresh` after another writer commits a 100k batch (files read, time).
 
@@ -176,10 +177,12 @@ def main() -> None:
         last = T0 + timedelta(days=args.days - 1, hours=12)
         nxt = args.keys
 
-        def run(index: KeyIndex) -> list[int]:
-            return index.new_indices(table, batch(nxt, args.batch, args.keys - args.batch, last))
+        probe = batch(nxt, args.batch, args.keys - args.batch, last)
 
-        # Cold start, untraced: time and RSS.
+        def run(index: KeyIndex) -> list[int]:
+            return index.new_indices(table, probe)
+
+        # Cold start, untraced: time and RSS (events built before).
         index = KeyIndex.for_model(Impression, horizon_days=7, max_bytes=1 << 30)
         assert index is not None
         gc.collect()
@@ -188,7 +191,7 @@ def main() -> None:
         out["new_cold_s"] = round(time.perf_counter() - t, 2)
         out["new_rss_growth_mb"] = round((rss_bytes() - rss0) / 2**20, 1)
         assert len(kept) == args.batch // 2, len(kept)
-        resident = sum(len(d) for d in index._days.values())
+        resident = index.resident_keys
         out["new_resident_keys"] = resident
         out["new_index_mb"] = round(index.nbytes / 2**20, 1)
         out["new_bytes_per_key"] = round(index.nbytes / max(resident, 1), 1)
@@ -227,11 +230,11 @@ def main() -> None:
             old = OldDayKeyIndex(("impression_id",), "event_time")
             gc.collect()
             rss0, t = rss_bytes(), time.perf_counter()
-            old.new_indices(table, batch(nxt, args.batch, args.keys - args.batch, last))
+            old.new_indices(table, probe)
             out["old_cold_s"] = round(time.perf_counter() - t, 2)
             out["old_rss_growth_mb"] = round((rss_bytes() - rss0) / 2**20, 1)
             out["old_resident_keys"] = old.keys()
-            events = batch(nxt, args.batch, args.keys - args.batch, last)
+            events = probe
             t = time.perf_counter()
             old.new_indices(table, events)
             out["old_steady_batch_s"] = round(time.perf_counter() - t, 3)

@@ -45,6 +45,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +64,7 @@ from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.manifest import DataFile, ManifestContent, ManifestEntryStatus
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.types import PrimitiveType
 
 from schemas.base import Event
 
@@ -72,9 +74,9 @@ DIGEST_BYTES = 16
 DAY_US = 86_400_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EPOCH_ORDINAL = EPOCH.toordinal()
-# Days Python's datetime can express (0001-01-01 .. 9999-12-31), as days since the epoch.
+# Days whose bounds Python's datetime can express (0001-01-01 .. 9999-12-30), since the epoch.
 MIN_DAY = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH).days
-MAX_DAY = (datetime(9999, 12, 31, tzinfo=UTC) - EPOCH).days
+MAX_DAY = (datetime(9999, 12, 30, tzinfo=UTC) - EPOCH).days
 # Snapshot ids whose touched days are remembered, to drop only those days on a rollback.
 SNAPSHOT_LOG = 4096
 _EMPTY = np.empty(0, dtype=f"S{DIGEST_BYTES}")
@@ -114,12 +116,10 @@ def digests(columns: Sequence[Sequence[object]]) -> np.ndarray:
     """
     b2 = hashlib.blake2b
     if len(columns) == 1:
+        values: Sequence[Any] = columns[0]
         try:  # the common case, one string field: ~3x faster than the general path
             data = b"".join(
-                [
-                    b2(v.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-                    for v in columns[0]
-                ]  # type: ignore[attr-defined]
+                [b2(v.encode("utf-8", "surrogatepass"), digest_size=16).digest() for v in values]
             )
         except AttributeError:
             data = b"".join([b2(_canon(v), digest_size=16).digest() for v in columns[0]])
@@ -183,9 +183,6 @@ class KeyIndexStats:
     snapshots_read: int = 0
 
 
-_UNSYNCED = object()
-
-
 class KeyIndex:
     """Which events of a batch are new to a table: see the module docstring.
 
@@ -224,8 +221,9 @@ class KeyIndex:
         self.stats = KeyIndexStats()
         self._days: OrderedDict[int, _Day] = OrderedDict()
         self._bytes = 0
-        # Snapshot the resident days reflect (None: the table had none); _UNSYNCED: not yet.
-        self._seen: object = _UNSYNCED
+        # The snapshot resident days reflect (None: the table had none), once synced.
+        self._synced = False
+        self._seen: int | None = None
         self._log: OrderedDict[int, frozenset[int] | None] = OrderedDict()
         self._warned = False
 
@@ -316,11 +314,7 @@ class KeyIndex:
                 self._days[day].add(keys[days == day])
                 self._bytes += self._days[day].nbytes - before
         snapshot = table.current_snapshot() if table is not None else None
-        if (
-            snapshot is not None
-            and self._seen is not _UNSYNCED
-            and snapshot.parent_snapshot_id == self._seen
-        ):
+        if snapshot is not None and self._synced and snapshot.parent_snapshot_id == self._seen:
             self._seen = snapshot.snapshot_id
             self._note(snapshot.snapshot_id, frozenset(np.unique(days).tolist()))
         self._enforce_cap()
@@ -333,10 +327,10 @@ class KeyIndex:
         """
         current = table.current_snapshot()
         current_id = current.snapshot_id if current is not None else None
-        if current_id == self._seen:
+        if self._synced and current_id == self._seen:
             return
-        if not self._days:
-            self._seen = current_id
+        if not self._synced or not self._days:
+            self._synced, self._seen = True, current_id
             return
         new: list[Snapshot] = []
         snapshot = current
@@ -358,7 +352,7 @@ class KeyIndex:
         self.stats.days_dropped += len(self._days)
         self._days.clear()
         self._bytes = 0
-        self._seen = _UNSYNCED
+        self._synced, self._seen = False, None
 
     @property
     def nbytes(self) -> int:
@@ -366,9 +360,9 @@ class KeyIndex:
         return self._bytes
 
     @property
-    def resident_days(self) -> list[datetime]:
-        """Start (UTC) of each day whose keys are in memory, least recently used first."""
-        return [EPOCH + timedelta(days=d) for d in self._days]
+    def resident_keys(self) -> int:
+        """Keys held in memory (a key remembered twice before a merge counts twice)."""
+        return sum(len(d) for d in self._days.values())
 
     # -- checking a batch ---------------------------------------------------------------------
 
@@ -461,7 +455,7 @@ class KeyIndex:
         )
 
     def _load_day(self, table: Table, day: int) -> np.ndarray:
-        if self._seen is _UNSYNCED:
+        if not self._synced:
             self.refresh(table)
         if self._seen is None:
             return _EMPTY
@@ -518,8 +512,11 @@ class KeyIndex:
                 continue  # all null: the fallback field decides
             if lower is None or upper is None:
                 return None
-            lo_days.append(from_bytes(field.field_type, lower) // DAY_US)
-            hi_days.append(from_bytes(field.field_type, upper) // DAY_US)
+            kind = field.field_type
+            if not isinstance(kind, PrimitiveType):
+                return None
+            lo_days.append(int(from_bytes(kind, lower)) // DAY_US)
+            hi_days.append(int(from_bytes(kind, upper)) // DAY_US)
             if nulls == 0:
                 break  # no row falls back to the next field
         if not lo_days:
@@ -552,13 +549,9 @@ class KeyIndex:
         self.stats.snapshots_read += 1
         added, removed, deletes = self._snapshot_files(table, snapshot)
         spans = [self._file_days(table, f) for f in [*added, *removed]]
-        touched: set[int] | None = set()
-        for span in spans:
-            if span is None or span[1] - span[0] > SNAPSHOT_LOG:
-                touched = None
-                break
-            touched.update(range(span[0], span[1] + 1))
-        self._note(snapshot.snapshot_id, frozenset(touched) if touched is not None else None)
+        known = all(s is not None and s[1] - s[0] <= SNAPSHOT_LOG for s in spans)
+        touched = frozenset(d for s in spans if s is not None for d in range(s[0], s[1] + 1))
+        self._note(snapshot.snapshot_id, touched if known else None)
         if deletes:
             self._drop(None)
             return
@@ -590,7 +583,7 @@ class KeyIndex:
         """After a rollback or expiry: drop what left the branch; return the snapshots to
         apply (newest first), from the current one down to the common ancestor."""
         gone: list[int] = []
-        snapshot = table.snapshot_by_id(self._seen) if isinstance(self._seen, int) else None
+        snapshot = table.snapshot_by_id(self._seen) if self._seen is not None else None
         while snapshot is not None and snapshot.snapshot_id not in branch:
             gone.append(snapshot.snapshot_id)
             parent = snapshot.parent_snapshot_id
@@ -599,7 +592,7 @@ class KeyIndex:
         if snapshot is None or any(self._log.get(s, None) is None for s in gone):
             # Not traceable: start over; every day is re-read on demand.
             self.forget()
-            self._seen = current.snapshot_id if current is not None else None
+            self._synced, self._seen = True, current.snapshot_id if current is not None else None
             return []
         self._drop({d for s in gone for d in self._log[s] or ()})
         base = snapshot.snapshot_id

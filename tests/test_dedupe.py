@@ -217,3 +217,17 @@ def test_for_model_without_a_key_is_none_and_digests_separate_fields() -> None:
         digests([(T0,)])[0]
         == digests([(int((T0 - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000),)])[0]
     )
+
+
+def test_own_commit_is_not_read_back_when_remember_gets_the_table(catalog: SqlCatalog) -> None:
+    table = commit(_table(catalog, "impressions"), [imp("a")])
+    index = impressions_index(horizon_days=0)
+    index.new_indices(table, [imp("b")])
+    read = index.stats.files_read
+    index.remember([imp("b")], commit(table, [imp("b")]))
+    assert index.new_indices(table, [imp("b"), imp("c")]) == [1]
+    assert index.stats.files_read == read  # own commit: keys remembered, file not re-read
+    index.remember([imp("c")])  # without the table: correct, at the cost of one read
+    commit(table, [imp("c")])
+    assert index.new_indices(table, [imp("c")]) == []
+    assert index.stats.files_read == read + 1
