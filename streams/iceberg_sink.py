@@ -134,6 +134,9 @@ class _SeekToTable(ConsumerRebalanceListener):
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Another process may own these now; it re-reads them from the table's offsets.
         self.sink.batch.drop_partitions({tp.partition for tp in revoked})
+        # A rebalance starts: it must end in an assignment within the join timeout.
+        self.sink.joined = False
+        self.sink.join_deadline = time.monotonic() + self.sink.cfg.join_timeout_s
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # Called on every completed join, also with no partitions (more sinks than them).
@@ -179,6 +182,7 @@ class IcebergSink:
         # it sought to (0 when it read from the log's start), then each record's next one.
         self.positions: dict[int, int] = {}
         self.joined = False
+        self.join_deadline = float("inf")
         # Idle time counts from the group assignment (a join takes seconds), not from start.
         self.last_activity = float("inf")
         self._last_commit = 0.0  # monotonic time of the last commit
@@ -203,6 +207,7 @@ class IcebergSink:
         """A new consumer (a fresh group member), subscribed or statically assigned."""
         self._disconnect()
         self.joined = False
+        self.join_deadline = time.monotonic() + self.cfg.join_timeout_s
         self.last_activity = float("inf")
         self.batch = _Batch()
         self._consumer = consumer(self.settings, self.group_id)
@@ -327,7 +332,6 @@ class IcebergSink:
         max_rows: int | None,
         should_stop: Callable[[], bool],
     ) -> None:
-        join_deadline = time.monotonic() + self.cfg.join_timeout_s
         rejoins = 0
         while not should_stop():
             polled = self.consumer.poll(timeout_ms=500)
@@ -345,12 +349,13 @@ class IcebergSink:
             now = time.monotonic()
             if idle_timeout_s is not None and now - self.last_activity > idle_timeout_s:
                 break
-            if not self.joined and now > join_deadline:
+            if not self.joined and now > self.join_deadline:
                 rejoins += 1
                 self._stuck_group(rejoins)
                 self.stats.rejoins += 1
                 self._connect()
-                join_deadline = time.monotonic() + self.cfg.join_timeout_s
+            elif self.joined:
+                rejoins = 0
         self.commit()
 
     def _stuck_group(self, rejoins: int) -> None:

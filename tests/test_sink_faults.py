@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pyiceberg.exceptions import NoSuchTableError
 
 from infra.catalog import open_catalog
 from infra.config import Settings
@@ -70,6 +71,14 @@ def table_ids(settings: Settings, table: str) -> list[str]:
     catalog = open_catalog(settings)
     scan = catalog.load_table(f"freshlabel.{table}").scan(selected_fields=("impression_id",))
     return scan.to_arrow().column("impression_id").to_pylist()
+
+
+def row_count(settings: Settings, table: str) -> int:
+    """Rows in the table now; 0 while the sink has not created it."""
+    try:
+        return len(table_ids(settings, table))
+    except NoSuchTableError:
+        return 0
 
 
 def snapshots(settings: Settings, table: str) -> int:
@@ -240,6 +249,139 @@ def test_overlapping_sinks_churned_by_sigterm_and_sigkill_lose_and_repeat_nothin
         ids = table_ids(settings, table)
         assert len(ids) == len(rows), f"{len(ids) - len(set(ids))} duplicated"
         assert set(ids) == {r.impression_id for r in rows}
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stack.down(settings)
+
+
+@pytest.mark.slow
+def test_sink_rides_out_a_broker_kill_and_restart(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The durable broker is SIGKILLed under a running sink and brought back by `up`: the
+    sink reconnects by itself and every record, before and after, lands once."""
+    from infra import stack
+    from tests.conftest import freshlabel, make_settings
+
+    settings = make_settings(tmp_path_factory.mktemp("brokerkill") / "state")
+    assert freshlabel(settings, "up", "--durable").returncode == 0
+    table = "impressions_brokerkill"
+    sink = None
+    try:
+        before, after = impressions(3_000, "pre"), impressions(3_000, "post")
+        with producer(settings) as prod:
+            produce_events(prod, before)
+        sink = churn_sink(settings, table)
+        deadline = time.monotonic() + 120
+        while row_count(settings, table) < len(before) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        broker = {s.name: s for s in stack.read_state(settings).services}["broker"]  # type: ignore[union-attr]
+        os.kill(broker.pid, signal.SIGKILL)
+        time.sleep(8)  # the sink meets a dead broker for a while
+        assert sink.poll() is None, "the sink died with the broker"
+        again = freshlabel(settings, "up", "--durable")
+        assert again.returncode == 0, again.stderr
+        with producer(settings) as prod:
+            produce_events(prod, after)
+        deadline = time.monotonic() + 180
+        while row_count(settings, table) < len(before) + len(after):
+            assert time.monotonic() < deadline, "the sink did not resume after the restart"
+            assert sink.poll() is None, sink.communicate()[1].decode()[-2000:]
+            time.sleep(1)
+        sink.send_signal(signal.SIGTERM)
+        _, err = sink.communicate(timeout=120)
+        assert sink.returncode == 0, err.decode()[-2000:]
+        ids = table_ids(settings, table)
+        assert len(ids) == len(before) + len(after)
+        assert set(ids) == {r.impression_id for r in before + after}
+    finally:
+        if sink is not None and sink.poll() is None:
+            sink.kill()
+            sink.wait()
+        freshlabel(settings, "down")
+
+
+@pytest.mark.slow
+def test_group_churn_recovers_or_names_the_stuck_group(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Group-mode sinks stopped 3-4 s after another joins (the embedded broker can wedge the
+    group there): each sink finishes, or stops with an error naming the stuck group; a
+    static drain then finds every record once."""
+    from infra import stack
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        tmp_path_factory.mktemp("groupchurn") / "state",
+        sink={"join_timeout_s": 6, "join_attempts": 2},
+    )
+    env_extra = {"FRESHLABEL_SINK__JOIN_TIMEOUT_S": "6", "FRESHLABEL_SINK__JOIN_ATTEMPTS": "2"}
+    stack.up(settings)
+    table = "impressions_groupchurn"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def group_sink() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "infra.cli",
+                "sink",
+                "run",
+                "--topic",
+                "impressions",
+                "--table",
+                table,
+                "--batch-rows",
+                "1000",
+                "--batch-seconds",
+                "1",
+                "--idle-timeout",
+                "10",
+            ],
+            env={**settings_env(settings), **env_extra},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        procs.append(proc)
+        return proc
+
+    try:
+        rows = impressions(8_000, "group")
+        with producer(settings) as prod:
+            produce_events(prod, rows)
+        first = group_sink()
+        time.sleep(6)
+        for pause in (3.0, 3.5, 4.0):
+            joiner = group_sink()
+            time.sleep(pause)
+            joiner.send_signal(signal.SIGTERM)
+        group_sink()
+        for proc in procs:
+            _, err = proc.communicate(timeout=240)
+            text = err.decode()
+            assert proc.returncode in (0, -signal.SIGTERM) or "stuck rebalancing" in text, text[
+                -2000:
+            ]
+        assert first.returncode is not None
+        drain = churn_sink(
+            settings,
+            table,
+            "--assignment",
+            "static",
+            "--workers",
+            "1",
+            "--worker-index",
+            "0",
+            "--idle-timeout",
+            "6",
+        )
+        _, err = drain.communicate(timeout=240)
+        assert drain.returncode == 0, err.decode()[-2000:]
+        ids = table_ids(settings, table)
+        assert len(ids) == len(rows) and set(ids) == {r.impression_id for r in rows}
     finally:
         for proc in procs:
             if proc.poll() is None:
