@@ -622,7 +622,3 @@ def _span_days(span: tuple[int, int] | None, resident: Iterable[int]) -> Iterato
     for day in list(resident):
         if span is None or span[0] <= day <= span[1]:
             yield day
-
-
-# The sink imported the old name; kept until streams/iceberg_sink.py uses KeyIndex.for_model.
-DayKeyIndex = KeyIndex
