@@ -69,7 +69,7 @@ def test_each_bad_input_becomes_a_dead_letter(
 
 
 def test_multibyte_text_limit_counts_bytes() -> None:
-    decoder = Decoder("impressions", DecodeSettings(max_text_bytes=30), "t")
+    decoder: Decoder[Impression] = Decoder("impressions", DecodeSettings(max_text_bytes=30), "t")
     ok = decoder.decode_bytes(json.dumps({**GOOD, "query": "抹" * 10}).encode(), 0, 0)
     too_big = decoder.decode_bytes(json.dumps({**GOOD, "query": "抹" * 11}).encode(), 0, 1)
     assert isinstance(ok, Impression)
@@ -248,7 +248,7 @@ def test_the_generated_world_and_fixed_test_dates_are_inside_the_default_window(
     from infra.config import GeneratorSettings
 
     start = GeneratorSettings().start
-    decoder = Decoder("impressions", DecodeSettings(), "t")
+    decoder: Decoder[Impression] = Decoder("impressions", DecodeSettings(), "t")
     for when in (start, start + timedelta(days=GeneratorSettings().sim_days), NOW):
         assert isinstance(
             decoder.decode_bytes(_with(event_time=when.isoformat()), 0, 0), Impression

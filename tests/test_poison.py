@@ -98,11 +98,11 @@ def test_poison_on_every_partition_costs_one_dead_letter_each(running_stack: Set
     good: dict[str, tuple[int, int]] = {}  # impression id -> (partition, offset)
     poison: dict[tuple[int, int], tuple[str, bytes, Reason]] = {}
     end: dict[int, int] = {}
-    for future, impression_id, kind in sent:
+    for future, good_id, kind in sent:
         meta = future.get(timeout=60)
         where = (meta.partition, meta.offset)
         if kind is None:
-            good[str(impression_id)] = where
+            good[str(good_id)] = where
         else:
             poison[where] = kind
         end[meta.partition] = max(end.get(meta.partition, 0), meta.offset + 1)
