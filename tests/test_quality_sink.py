@@ -89,7 +89,14 @@ def test_each_impression_failure_is_alerted_quarantined_and_the_rest_committed(
         "text_length": changed(template[6], description="d" * 9000),  # a warning
     }
     stats = sink(dq_settings, ENRICHED_TOPIC, ENRICHED, [*clean, *bad.values()])
-    assert stats.rows_committed == 61 and stats.rows_quarantined == 6
+    # An empty id and a time hours ahead are refused earlier, by the shared decode step
+    # (streams/decode.py): dead letters with their reason, never seen by the gate.
+    refused_at_decode = {"required_keys", "event_time_not_future"}
+    assert stats.dead_letters_by_reason == {"invalid_value": 1, "event_time_out_of_range": 1}
+    for check in refused_at_decode:
+        bad.pop(check)
+    assert stats.rows_committed == 61 and stats.rows_quarantined == 4
+    assert stats.records_consumed == 61 + 4 + 2
 
     catalog = open_catalog(dq_settings)
     quarantined = {
@@ -129,7 +136,7 @@ def test_broken_teacher_output_and_a_replay_after_a_crash(
             broken[0], probs=probs, score=sum(k * p for k, p in enumerate(probs))
         ),
         "label_scale_matches": changed(broken[1], label_scale=5),
-        "teacher_version_present": changed(broken[2], teacher_version=""),
+        # (An empty teacher_version is refused by the decode step before the gate sees it.)
         "score_consistent": changed(broken[3], score=broken[3].score + 1.0),
     }
     with producer(dq_settings) as prod:
@@ -150,10 +157,10 @@ def test_broken_teacher_output_and_a_replay_after_a_crash(
     crashed = QualityGate(dq_settings, catalog)
     crashed.guard("labels", rows, "crashed-attempt")
     crashed.close()
-    assert len(scan(catalog, "labels_quarantine")) == 4
+    assert len(scan(catalog, "labels_quarantine")) == 3
 
     stats = IcebergSink(dq_settings, "labels", "labels", batch_seconds=600).run(idle_timeout_s=2.0)
-    assert stats.rows_committed == 40 and stats.rows_quarantined == 4
+    assert stats.rows_committed == 40 and stats.rows_quarantined == 3
     quarantined = {
         r["impression_id"]: r["failed_checks"] for r in scan(catalog, "labels_quarantine")
     }
@@ -179,11 +186,11 @@ def test_report_shows_alerts_and_quarantined_rows(dq_settings: Settings, tmp_pat
     out = tmp_path / "report"
     done = freshlabel(dq_settings, "dq", "report", "--since", "1h", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert "quarantined rows: 10 (impressions_enriched_quarantine 6, labels_quarantine 4)" in (
+    assert "quarantined rows: 7 (impressions_enriched_quarantine 4, labels_quarantine 3)" in (
         done.stdout
     )
     assert "impressions_enriched.country_known" in done.stdout
     page = (out / "index.html").read_text()
-    assert "Quarantined rows: 10" in page and "probs_sum_to_one" in page
+    assert "Quarantined rows: 7" in page and "probs_sum_to_one" in page
     for image in ("pass_rate.png", "label_distribution.png", "coverage.png", "lag.png"):
         assert (out / image).stat().st_size > 1000 and f'src="{image}"' in page
