@@ -279,6 +279,7 @@ class _Membership(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned: Any) -> None:
         self.joined = self.assigned = True
         self.unassigned_s = 0.0
+        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
         if self.holding and assigned and self.consumer is not None:
             # Not one record of these may be fetched until the teacher is back.
             self.consumer.pause(*assigned)
@@ -563,7 +564,10 @@ class Labeler:
             reraise=True,
         )
         try:
-            return await retrying(attempt)
+            async for state in retrying:
+                with state:
+                    return await attempt()
+            raise AssertionError("unreachable: tenacity re-raises the last error")
         finally:
             if self.membership.holding:
                 self.membership.holding = False
