@@ -83,7 +83,8 @@ def _broken_labels(token: str, rows: int) -> Sequence[Event]:
         elif kind == 2:
             made[i] = changed(made[i], label_scale=5)
         else:
-            made[i] = changed(made[i], teacher_version="")
+            # An empty teacher_version is refused at decode now (a dedupe-key field).
+            made[i] = changed(made[i], input_hash="")
     return made
 
 

@@ -200,7 +200,9 @@ class IcebergSink:
     @property
     def dead_letters(self) -> DeadLetterWriter:
         if self._dead_letters is None:
-            self._dead_letters = DeadLetterWriter(producer(self.settings))
+            self._dead_letters = DeadLetterWriter(
+                producer(self.settings), self.settings.decode.max_dead_letter_bytes
+            )
         return self._dead_letters
 
     def _connect(self) -> None:

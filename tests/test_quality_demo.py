@@ -23,7 +23,7 @@ def test_burst_raises_the_alerts_and_quarantines_the_broken_labels(
         "labels.probs_sum_to_one",
         "labels.probs_in_range",
         "labels.label_scale_matches",
-        "labels.teacher_version_present",
+        "labels.required_keys",
     } <= set(burst.dq_alerts)
     # One broken label in ten, never dropped: in the quarantine table.
     assert burst.quarantined_rows == 20
