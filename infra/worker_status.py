@@ -37,7 +37,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr
@@ -397,7 +397,7 @@ def worker_groups(settings: Settings) -> list[WorkerGroup]:
         last_death = max(deaths, key=lambda r: r.ended_at or 0.0, default=None)
         in_window = [r for r in deaths if (r.ended_at or 0) >= now - CRASH_LOOP_WINDOW_S]
         recovered = last_death is not None and _superseded(last_death, records, now)
-        counts = {state: sum(r.state == state for r in shown) for state in State.__args__}  # type: ignore[attr-defined]
+        counts = {state: sum(r.state == state for r in shown) for state in get_args(State)}
         if len(in_window) >= CRASH_LOOP_DEATHS and not recovered:
             state = "crash_looping"
         elif counts["failed"] or counts["killed"]:
