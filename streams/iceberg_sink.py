@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -106,7 +105,9 @@ class _Batch:
     # and the next offset after the last record taken.
     start_offsets: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
-    dead_letters: Counter[int] = field(default_factory=Counter)
+    # Refused records, sent to the DLQ at commit time for offsets the ledger has not passed.
+    letters: list[DeadLetter] = field(default_factory=list)
+    letters_sent: set[tuple[int, int]] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
@@ -124,7 +125,7 @@ class _Batch:
         for p in partitions:
             self.next_offsets.pop(p, None)
             self.start_offsets.pop(p, None)
-            self.dead_letters.pop(p, None)
+        self.letters = [d for d in self.letters if d.partition not in partitions]
 
 
 class _SeekToTable(ConsumerRebalanceListener):
@@ -396,9 +397,7 @@ class IcebergSink:
             record.key,  # type: ignore[attr-defined]
         )
         if isinstance(decoded, DeadLetter):
-            self.dead_letters.send(decoded)
-            self.batch.dead_letters[partition] += 1
-            self.metrics.dead_letters.inc()
+            self.batch.letters.append(decoded)
         else:
             self.batch.events.append(decoded)
             self.batch.positions.append(SourcePosition(partition, offset))
@@ -420,8 +419,6 @@ class IcebergSink:
         batch, self.batch = self.batch, _Batch()
         if not batch.next_offsets:
             return
-        # Dead letters must be acknowledged before their offsets are recorded as done.
-        self.dead_letters.flush()
         ingested_at = datetime.now(UTC)
         first = min(batch.start_offsets.values())
         batch_id = f"{self.topic}@{first}-{max(batch.next_offsets.values())}/{time.time_ns()}"
@@ -507,6 +504,21 @@ class IcebergSink:
         floor = np.array([done.get(int(p), 0) for p in partitions], dtype=np.int64)
         live = ~np.isin(partitions, list(behind)) if behind else np.ones(len(partitions), bool)
         fresh = live & (offsets >= floor)
+        letters = [
+            d
+            for d in batch.letters
+            if d.partition not in behind and d.offset >= done.get(d.partition, 0)
+        ]
+        # Dead letters go out only now, for offsets no writer has settled, and must be
+        # acknowledged before the ledger records them as done (a crash in between sends
+        # them again: the DLQ is at-least-once, keyed by source topic/partition/offset).
+        for letter in letters:
+            if (letter.partition, letter.offset) not in batch.letters_sent:
+                self.dead_letters.send(letter)
+                batch.letters_sent.add((letter.partition, letter.offset))
+                self.metrics.dead_letters.inc()
+        if letters:
+            self.dead_letters.flush()
         keep = np.flatnonzero(fresh & ~quarantined)
         if self.dedupe is not None and keep.size:
             new = self.dedupe.new_indices(table, [batch.events[i] for i in keep])
@@ -527,14 +539,14 @@ class IcebergSink:
         if self.dedupe is not None and committed:
             self.dedupe.remember(committed, self.table)
         # Every record of the settled partitions, counted once by its fate.
-        settled = int(live.sum()) + sum(n for p, n in batch.dead_letters.items() if p not in behind)
+        live_letters = sum(1 for d in batch.letters if d.partition not in behind)
         stats = self.stats
-        stats.records_consumed += settled
+        stats.records_consumed += int(live.sum()) + live_letters
         stats.rows_committed += len(committed)
         stats.rows_quarantined += int((fresh & quarantined).sum())
-        stats.dead_letters += settled - int(live.sum())
+        stats.dead_letters += len(letters)
         stats.duplicates_dropped += duplicates
-        stats.skipped_already_committed += int((live & ~fresh).sum())
+        stats.skipped_already_committed += int((live & ~fresh).sum()) + live_letters - len(letters)
         self.metrics.counts = asdict(stats)
         if merged != done:
             self.metrics.record_commit(written, time.time(), int((fresh & quarantined).sum()))
