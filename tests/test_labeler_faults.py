@@ -155,13 +155,16 @@ def _with_group(settings: Settings, group: str) -> Settings:
 
 
 def _label_in_process(
-    settings: Settings, wrap: Callable[[TritonScorer], object] = lambda s: s, **kwargs: object
+    settings: Settings,
+    wrap: Callable[[TritonScorer], object] = lambda s: s,
+    should_stop: Callable[[], bool] = lambda: False,
+    **kwargs: object,
 ) -> LabelerStats:
     async def main() -> LabelerStats:
         scorer = TritonScorer.from_settings(settings)
         try:
             labeler = Labeler(settings, wrap(scorer), **kwargs)  # type: ignore[arg-type]
-            return await labeler.run(idle_timeout_s=4.0)
+            return await labeler.run(idle_timeout_s=4.0, should_stop=should_stop)
         finally:
             await scorer.close()
 
@@ -235,17 +238,18 @@ def test_teacher_outage_with_group_churn_labels_every_impression_once(
 
 
 class RefusingScorer:
-    """The real teacher, except that it refuses one query for good (a client error)."""
+    """The real teacher, except that it refuses one query (or everything) for good."""
 
-    def __init__(self, inner: TritonScorer) -> None:
+    def __init__(self, inner: TritonScorer, everything: bool = False) -> None:
         self.inner = inner
+        self.everything = everything
         self.refusals = 0
 
     async def served(self) -> tuple[str, int]:
         return await self.inner.served()
 
     async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[ScoredPair]:
-        if REFUSED_QUERY in queries:
+        if self.everything or REFUSED_QUERY in queries:
             self.refusals += 1
             raise TeacherClientError("inference of the pairs failed: INVALID_ARGUMENT (test)")
         return await self.inner.score(queries, pin_texts)
@@ -279,6 +283,27 @@ def test_a_row_the_teacher_refuses_goes_to_the_dlq_and_the_stream_goes_on(world:
     assert mine[0].reason == Reason.SCORING_FAILED
     assert "INVALID_ARGUMENT" in mine[0].detail and bad.impression_id in mine[0].detail
     assert EnrichedImpression.model_validate_json(b64decode(mine[0].value_b64 or "")) == bad
+
+    # A teacher that refuses everything (the canary too) is down, not a stream of bad rows:
+    # the labeler waits, dead-letters nothing and commits nothing; a later run labels them.
+    more = [  # texts not in the score cache: the teacher is asked
+        r.model_copy(update={"title": f"never seen title {i}"})
+        for i, r in enumerate(enriched_rows(20, "refused-all"))
+    ]
+    with producer(settings) as prod:
+        produce_events(prod, more)
+    broken: list[RefusingScorer] = []
+
+    def wrap_broken(scorer: TritonScorer) -> RefusingScorer:
+        broken.append(RefusingScorer(scorer, everything=True))
+        return broken[-1]
+
+    stats = _label_in_process(
+        settings, wrap_broken, should_stop=lambda: bool(broken) and broken[0].refusals >= 12
+    )
+    assert stats.scorer_outages >= 1 and stats.dead_letters == 0 and stats.labels == 0
+    stats = _label_in_process(settings)
+    assert stats.labels == len(more) and stats.dead_letters == 0
 
 
 def test_relabel_replay_three_days_later_adds_no_duplicate_labels(world: World) -> None:
