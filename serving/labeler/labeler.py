@@ -602,6 +602,19 @@ class Labeler:
         retrying the whole set while the broker is away (repeats are deduplicated)."""
 
         def send_all() -> None:
+            try:
+                send_and_wait()
+            except KafkaError:
+                # A producer that lost its broker can stay broken after it returns (producer
+                # id and sequence state the new broker refuses): the next try gets a new one.
+                try:
+                    self.producer.close(timeout=0)
+                except Exception as exc:
+                    log.debug("closing the failed producer: %s", exc)
+                self.producer = self._connect(lambda: producer(self.settings))
+                raise
+
+        def send_and_wait() -> None:
             futures = [
                 self.producer.send(LABELS_TOPIC, key=label.key.encode(), value=label.to_bytes())
                 for label in labels
