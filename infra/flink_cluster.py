@@ -92,8 +92,11 @@ def cluster_config(settings: Settings) -> dict[str, Any]:
         "taskmanager.bind-host": f.host,
         "taskmanager.numberOfTaskSlots": max(f.task_slots, f.parallelism),
         "taskmanager.memory.process.size": f.taskmanager_memory,
-        # The jobs keep state on the heap (hashmap backend): managed memory would sit idle.
-        "taskmanager.memory.managed.fraction": 0.05,
+        # RocksDB's block cache and write buffers live in managed memory; the heap backend
+        # does not use it, so it then gets a sliver.
+        "taskmanager.memory.managed.fraction": (
+            f.managed_memory_fraction if f.state_backend == "rocksdb" else 0.05
+        ),
         "parallelism.default": f.parallelism,
         "rest.address": f.host,
         "rest.bind-address": f.host,
@@ -104,7 +107,8 @@ def cluster_config(settings: Settings) -> dict[str, Any]:
         "taskmanager.rpc.port": "0",
         "taskmanager.data.port": "0",
         "metrics.internal.query-service.port": "0",
-        "state.backend.type": "hashmap",
+        "state.backend.type": f.state_backend,
+        "execution.checkpointing.incremental": f.incremental_checkpoints,
         "execution.checkpointing.dir": (checkpoints_dir(settings)).as_uri(),
         "execution.checkpointing.savepoint-dir": (savepoints_dir(settings)).as_uri(),
         "io.tmp.dirs": str(base / "tmp"),

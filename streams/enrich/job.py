@@ -15,7 +15,7 @@ from pathlib import Path
 
 from infra.artifacts import KAFKA_CLIENTS_JAR, KAFKA_CONNECTOR_JAR, require
 from infra.config import Settings
-from streams.enrich.sql import render
+from streams.enrich.sql import render, state_ttl_s
 
 
 def flink_config(settings: Settings, from_savepoint: str | None, local: bool) -> dict[str, str]:
@@ -40,7 +40,14 @@ def flink_config(settings: Settings, from_savepoint: str | None, local: bool) ->
         # Kept when the job is cancelled or the cluster goes down without a savepoint, so
         # `jobs deploy enrich --from-savepoint <checkpoints/JOB/chk-N>` can still resume.
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
-        "state.backend.type": "hashmap",
+        # RocksDB keeps keyed state on local disk (memory bounded by managed memory), and
+        # incremental checkpoints upload only the files that changed.
+        "state.backend.type": f.state_backend,
+        "execution.checkpointing.incremental": str(
+            f.incremental_checkpoints and f.state_backend == "rocksdb"
+        ).lower(),
+        # Per-pin state untouched this long is dropped (docs/enrichment.md, "State").
+        "table.exec.state.ttl": f"{round(state_ttl_s(settings) * 1000)} ms",
     }
     if not local:
         config.update(

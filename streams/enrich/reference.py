@@ -10,6 +10,12 @@ impression's time. The rules (docs/enrichment.md states them for users):
 - Content and caption: the latest version of the pin at or before t, by event time (a
   version that arrived out of order still counts from its own time); at equal times the
   later arrival wins.
+- A late content or caption version (its time at or behind the watermark W it met when
+  the job read it) is not lost: it counts, from its own time, only for impressions after W
+  (t > W). Impressions at or before W were enriched without it; its dead letter names W
+  and that range. W is a fact of the run, like arrival order, so the caller passes the late
+  versions with their W (`late_versions(dead_letters)` reads them from the DLQ); the rule
+  that applies them is here.
 - Board titles / top queries: windows of `size` end on multiples of `slide` since the epoch
   (UTC). As of t the current window is the last one that ended at or before t + 1 ms (its
   last millisecond is at or before t). Saves per board title (engagements per query) in that
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
@@ -38,6 +45,7 @@ from schemas import (
     PinCaption,
     PinContent,
 )
+from streams.dlq import DeadLetter, Reason
 
 FEATURES = (
     "title",
@@ -62,6 +70,52 @@ class Violation(NamedTuple):
     field: str
     expected: Any
     got: Any
+
+
+class LateVersion(NamedTuple):
+    """A content or caption version that met watermark `watermark` at or past its own time:
+    it counts only for impressions after `watermark`."""
+
+    event: PinContent | PinCaption
+    watermark: datetime
+
+
+_LATE_DETAIL = re.compile(r" is at or behind the watermark (\S+) ")
+LATE_VERSION_TOPICS = ("pin_content", "pin_captions")
+
+
+def late_versions(dead_letters: Iterable[Any]) -> list[LateVersion]:
+    """The late content and caption versions among dead letters of the job (reason
+    late_event on pin_content.dlq / pin_captions.dlq), each with the watermark it met.
+
+    Args:
+        dead_letters: `DeadLetter`s, their JSON bytes, or kafka-python records of them;
+            letters of other topics or reasons are skipped.
+
+    Returns:
+        The late versions, in the order given (arrival order when read from the DLQ).
+
+    Raises:
+        ValueError: a late version's detail does not name the watermark (not the job's).
+    """
+    found = []
+    for item in dead_letters:
+        raw = getattr(item, "value", item)
+        letter = item if isinstance(item, DeadLetter) else DeadLetter.model_validate_json(raw)
+        if letter.reason != Reason.LATE_EVENT or letter.source_topic not in LATE_VERSION_TOPICS:
+            continue
+        match = _LATE_DETAIL.search(letter.detail)
+        if match is None or letter.value is None:
+            raise ValueError(
+                f"dead letter {letter.source_topic}/{letter.partition}/{letter.offset} names no "
+                "watermark; pass only letters the enrichment job wrote"
+            )
+        model = _MODELS[letter.source_topic]
+        event = model.model_validate_json(letter.value)
+        assert isinstance(event, PinContent | PinCaption)
+        watermark = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
+        found.append(LateVersion(event, watermark))
+    return found
 
 
 def millis(value: datetime) -> int:
@@ -119,15 +173,25 @@ class _Timeline:
         return self.values[bisect_left(self.times, start_ms) : bisect_left(self.times, end_ms)]
 
 
+class _Late(NamedTuple):
+    time_ms: int
+    watermark_ms: int
+    arrival: int
+    event: Event
+
+
 @dataclass
 class EventLog:
-    """The event log indexed per pin: versions of content and captions, saves, engagements."""
+    """The event log indexed per pin: versions of content and captions (on time, and late
+    with the watermark each met), saves, engagements."""
 
     impressions: dict[str, Impression]
     content: dict[str, _Timeline]
     captions: dict[str, _Timeline]
     saves: dict[str, _Timeline]
     engagements: dict[str, _Timeline]
+    late_content: dict[str, list[_Late]] = field(default_factory=dict)
+    late_captions: dict[str, list[_Late]] = field(default_factory=dict)
 
 
 def _plain(value: Any) -> Any:
@@ -192,10 +256,27 @@ def _timelines(items: dict[str, list[tuple[int, Any]]]) -> dict[str, _Timeline]:
     return timelines
 
 
-def load_events(events: Any) -> EventLog:
+def _late_index(late: Iterable[LateVersion], topic: str) -> dict[str, list[_Late]]:
+    index: dict[str, list[_Late]] = defaultdict(list)
+    for arrival, version in enumerate(late):
+        if version.event.topic == topic:
+            index[version.event.pin_id].append(
+                _Late(millis(version.event.time), millis(version.watermark), arrival, version.event)
+            )
+    return dict(index)
+
+
+def load_events(events: Any, late: Iterable[LateVersion] = ()) -> EventLog:
     """Index the event log: a list of event models, or a mapping topic -> rows (models,
-    dicts, JSON bytes, a pyarrow Table or a pandas DataFrame). List order is arrival order."""
+    dicts, JSON bytes, a pyarrow Table or a pandas DataFrame). List order is arrival order.
+    `late` are the late content/caption versions with the watermark each met
+    (`late_versions`); one equal to an event of the log is taken out of the on-time ones."""
     grouped = _by_topic(events)
+    late = list(late)
+    for version in late:
+        on_time = grouped.get(version.event.topic, [])
+        if version.event in on_time:
+            on_time.remove(version.event)
     saves: dict[str, list[tuple[int, Any]]] = defaultdict(list)
     for save in grouped.get("board_saves", []):
         assert isinstance(save, BoardSave)
@@ -214,6 +295,8 @@ def load_events(events: Any) -> EventLog:
         captions=_versions(grouped.get("pin_captions", [])),
         saves=_timelines(saves),
         engagements=_timelines(engaged),
+        late_content=_late_index(late, "pin_content"),
+        late_captions=_late_index(late, "pin_captions"),
     )
 
 
@@ -228,13 +311,27 @@ def _top_k(timeline: _Timeline | None, spec: WindowSpec, t_ms: int) -> tuple[Any
     return [name for name, _ in ranked[: spec.k]], from_millis(end)
 
 
+def _version_at(on_time: _Timeline | None, late: list[_Late] | None, t_ms: int) -> Any:
+    """The version in effect at t: the newest by event time of the on-time versions at or
+    before t and the late ones at or before t whose watermark lies before t. At equal times
+    the later arrival wins, and a late version arrived after every on-time one of its time
+    (that one was on time, so the watermark was still behind it)."""
+    best = on_time.latest_at(t_ms) if on_time is not None else None
+    visible = [v for v in late or () if v.time_ms <= t_ms and v.watermark_ms < t_ms]
+    if visible:
+        newest = max(visible, key=lambda v: (v.time_ms, v.arrival))
+        if best is None or newest.time_ms >= millis(best.time):
+            return newest.event
+    return best
+
+
 def features_at(
     log: EventLog, pin_id: str, at: datetime, specs: tuple[WindowSpec, WindowSpec]
 ) -> dict[str, Any]:
     """Every feature of `pin_id` as of time `at`."""
     t = millis(at)
     out: dict[str, Any] = dict.fromkeys(FEATURES)
-    content = log.content[pin_id].latest_at(t) if pin_id in log.content else None
+    content = _version_at(log.content.get(pin_id), log.late_content.get(pin_id), t)
     if content is not None:
         assert isinstance(content, PinContent)
         out.update(
@@ -244,7 +341,7 @@ def features_at(
             link_description=content.link_description,
             content_updated_at=content.updated_at,
         )
-    caption = log.captions[pin_id].latest_at(t) if pin_id in log.captions else None
+    caption = _version_at(log.captions.get(pin_id), log.late_captions.get(pin_id), t)
     if caption is not None:
         assert isinstance(caption, PinCaption)
         out.update(caption=caption.caption, caption_updated_at=caption.created_at)
@@ -256,9 +353,11 @@ def features_at(
     return out
 
 
-def expected(events: Any, settings: FlinkSettings | None = None) -> dict[str, dict[str, Any]]:
-    """impression_id -> the features the job must attach to it."""
-    log = events if isinstance(events, EventLog) else load_events(events)
+def expected(
+    events: Any, settings: FlinkSettings | None = None, late: Iterable[LateVersion] = ()
+) -> dict[str, dict[str, Any]]:
+    """impression_id -> the features the job must attach to it (`late`: see load_events)."""
+    log = events if isinstance(events, EventLog) else load_events(events, late)
     specs = window_specs(settings)
     return {
         iid: features_at(log, imp.pin_id, imp.event_time, specs)
@@ -280,12 +379,16 @@ def _as_enriched(row: Any) -> EnrichedImpression:
 
 
 def pit_violations(
-    enriched_rows: Iterable[Any], events: Any, settings: FlinkSettings | None = None
+    enriched_rows: Iterable[Any],
+    events: Any,
+    settings: FlinkSettings | None = None,
+    late: Iterable[LateVersion] = (),
 ) -> list[Violation]:
     """(impression_id, field, expected, got) for every feature of every enriched row that
     disagrees with the event log as of the impression's time. An enriched row for an
-    impression the log does not hold is reported with field "impression_id"."""
-    log = events if isinstance(events, EventLog) else load_events(events)
+    impression the log does not hold is reported with field "impression_id". `late`: the
+    late content/caption versions with their watermarks (`late_versions(dead_letters)`)."""
+    log = events if isinstance(events, EventLog) else load_events(events, late)
     specs = window_specs(settings)
     violations: list[Violation] = []
     for row in enriched_rows:

@@ -15,6 +15,7 @@ from typing import Any
 
 from infra.config import Settings
 from schemas.topics import dlq_topic
+from streams.dlq import Reason
 
 SQL_DIR = Path(__file__).with_name("sql")
 OUTPUT_TOPIC = "impressions.enriched"
@@ -32,6 +33,14 @@ SOURCES: dict[str, str] = {
     "board_saves": "event_time",
     "engagements": "event_time",
 }
+
+# Topics whose late records are still applied, from the watermark they met on.
+LATE_VERSION_TOPICS = ("pin_content", "pin_captions")
+# The event time of a record of any topic (the clock topic's too).
+RAW_TIME = (
+    "CASE kafka_topic WHEN 'pin_content' THEN updated_at WHEN 'pin_captions' THEN created_at "
+    "ELSE event_time END"
+)
 
 # kafka-python client options -> Kafka Java client properties, for external clusters.
 _CLIENT_PROPERTIES = {
@@ -67,9 +76,28 @@ def interval(seconds: float) -> str:
     hours, rest = divmod(rest, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs, millis = divmod(rest, 1000)
+    # Flink's day precision goes up to 6 digits; 3 is the default.
+    precision = max(3, len(str(days)))
+    if precision > 6:
+        raise SqlSettingsError(f"duration {seconds}s exceeds Flink's 999999-day intervals")
     return (
-        f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}' DAY(3) TO SECOND(3)"
+        f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{secs:02d}.{millis:03d}' "
+        f"DAY({precision}) TO SECOND(3)"
     )
+
+
+def state_ttl_s(settings: Settings) -> float:
+    """The job's state TTL in seconds (0: none): `flink.version_ttl_days`, raised to the
+    longest feature window plus one slide so windowed state outlives every window it can
+    still show. Flink counts it in wall-clock time since a pin's state was last touched."""
+    f = settings.flink
+    if f.version_ttl_days <= 0:
+        return 0.0
+    windows_s = max(
+        f.top_queries_window_days * 86400 + f.top_queries_slide_hours * 3600,
+        f.top_boards_window_days * 86400 + f.top_boards_slide_hours * 3600,
+    )
+    return max(f.version_ttl_days * 86400, windows_s)
 
 
 def _millis(seconds: float) -> str:
@@ -199,18 +227,43 @@ def _check_window(name: str, days: int, slide_hours: int, k: int) -> None:
 
 
 def _dlq_head(settings: Settings, topic: str) -> str:
+    """dlq_key, source_topic, partition, offset, reason, detail, key_b64 of a refused row."""
     time_column = SOURCES[topic]
-    hold = settings.flink.watermark_delay_s + settings.flink.allowed_lateness_s
-    detail = (
-        f"'{time_column} ' || DATE_FORMAT({time_column}, {TS_FORMAT}) || "
-        f"' is at or behind the watermark ' || DATE_FORMAT(seen_watermark, {TS_FORMAT}) || "
-        f"' (the newest event time of the job inputs minus watermark_delay_s + "
-        f"allowed_lateness_s = {hold:g}s): too late to join point-in-time. Raise "
-        "flink.allowed_lateness_s, or replay it with a current time'"
+    f, decode = settings.flink, settings.decode
+    hold = f.watermark_delay_s + f.allowed_lateness_s
+    shown = f"'{time_column} ' || DATE_FORMAT({time_column}, {TS_FORMAT})"
+    out_of_range = (
+        f"{shown} || ' is more than decode.max_future_s={decode.max_future_s:g}s ahead of, or "
+        f"decode.max_age_days={decode.max_age_days:g} behind, the wall clock ' || "
+        f"DATE_FORMAT(CURRENT_TIMESTAMP, {TS_FORMAT}) || ': refused before it could move "
+        "the watermark. Fix the producer''s clock, or raise decode.max_age_days to replay "
+        "older history'"
     )
+    late = (
+        f"{shown} || ' is at or behind the watermark ' || "
+        f"DATE_FORMAT(seen_watermark, {TS_FORMAT}) || ' (the newest event time of the job "
+        f"inputs minus watermark_delay_s + allowed_lateness_s = {hold:g}s)"
+    )
+    if topic in LATE_VERSION_TOPICS:
+        late += (
+            ": kept as a late version of pin ' || pin_id || ': it applies to impressions of "
+            "that pin after the watermark; its impressions from ' || "
+            f"DATE_FORMAT({time_column}, {TS_FORMAT}) || ' through ' || "
+            f"DATE_FORMAT(seen_watermark, {TS_FORMAT}) || ' were enriched without it'"
+        )
+    else:
+        late += (
+            ": too late to join point-in-time. Raise flink.allowed_lateness_s, or replay it "
+            "with a current time'"
+        )
+    reason = (
+        f"CASE WHEN out_of_range THEN '{Reason.EVENT_TIME_OUT_OF_RANGE.value}' "
+        f"ELSE '{Reason.LATE_EVENT.value}' END"
+    )
+    detail = f"CASE WHEN out_of_range THEN {out_of_range}\n    ELSE {late} END"
     return (
         f"'{topic}/' || CAST(kafka_partition AS STRING) || '/' || CAST(kafka_offset AS STRING),"
-        f"\n  '{topic}', kafka_partition, kafka_offset, 'late_event',\n  {detail},"
+        f"\n  '{topic}', kafka_partition, kafka_offset, {reason},\n  {detail},"
         "\n  TO_BASE64(kafka_key)"
     )
 
@@ -234,6 +287,9 @@ def render(settings: Settings) -> JobSql:
     )
     values: dict[str, str] = {
         "watermark_hold": interval(f.watermark_delay_s + f.allowed_lateness_s),
+        "raw_time": RAW_TIME,
+        "max_future": interval(settings.decode.max_future_s),
+        "max_age": interval(settings.decode.max_age_days * 86400),
         "ts_format": TS_FORMAT,
         "boards_slide": interval(f.top_boards_slide_hours * 3600),
         "boards_size": interval(f.top_boards_window_days * 86400),

@@ -1,6 +1,13 @@
--- The features of every pin as one versioned table, so each impression needs one
--- event-time temporal join. Four kinds of change feed it: content records, caption records,
--- and the per-window top board titles / top queries computed below.
+-- The features of every pin as versioned tables, each joined by every impression with an
+-- event-time temporal join (inserts.sql):
+-- - content and captions: every version, passed on in ARRIVAL order (a processing-time
+--   deduplication emits each one); the temporal join keeps a pin's versions sorted by
+--   event time itself, so a version that arrives out of order (but on time) lands in its
+--   place. Late versions form their own tables, carrying the watermark they met.
+-- - board titles and top queries: the per-window top K computed below, merged into one
+--   table (a window row always arrives on time: it is emitted when its window closes).
+-- Keeping content and captions apart (not merged per pin) is what makes a state TTL safe:
+-- forgetting one kind of a quiet pin can never blank out the other.
 
 -- Top board titles: saves per (pin, board title) over hopping windows (size
 -- top_boards_window_days, slide top_boards_slide_hours, aligned to the epoch in UTC), the
@@ -51,49 +58,68 @@ SELECT pin_id, window_start, window_end, window_time,
 FROM query_ranks
 GROUP BY pin_id, window_start, window_end, window_time;
 
--- Every change of a pin, one kind per row (the others null), with its event time.
-CREATE TEMPORARY VIEW pin_changes AS
+-- Content and caption versions, on time and late, each a versioned table keyed by pin.
+CREATE TEMPORARY VIEW content_versions AS
 SELECT pin_id, rt,
   CAST(ROW(title, description, link_title, link_description, updated_at) AS ${content_row})
-    AS content,
-  CAST(NULL AS ${caption_row}) AS caption,
-  CAST(NULL AS ${window_row}) AS boards,
+    AS content
+FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY pin_id ORDER BY arrival DESC) AS arrival_rank
+  FROM pin_content_on_time
+)
+WHERE arrival_rank = 1;
+
+CREATE TEMPORARY VIEW content_late_versions AS
+SELECT pin_id, rt, seen_watermark,
+  CAST(ROW(title, description, link_title, link_description, updated_at) AS ${content_row})
+    AS content
+FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY pin_id ORDER BY arrival DESC) AS arrival_rank
+  FROM pin_content_late
+)
+WHERE arrival_rank = 1;
+
+CREATE TEMPORARY VIEW caption_versions AS
+SELECT pin_id, rt, CAST(ROW(caption, created_at) AS ${caption_row}) AS caption
+FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY pin_id ORDER BY arrival DESC) AS arrival_rank
+  FROM pin_captions_on_time
+)
+WHERE arrival_rank = 1;
+
+CREATE TEMPORARY VIEW caption_late_versions AS
+SELECT pin_id, rt, seen_watermark, CAST(ROW(caption, created_at) AS ${caption_row}) AS caption
+FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY pin_id ORDER BY arrival DESC) AS arrival_rank
+  FROM pin_captions_late
+)
+WHERE arrival_rank = 1;
+
+-- Every new window of a pin, one kind per row (the other null), with its event time.
+CREATE TEMPORARY VIEW window_changes AS
+SELECT pin_id, window_time AS rt,
+  CAST(ROW(board_titles, window_end, window_time) AS ${window_row}) AS boards,
   CAST(NULL AS ${window_row}) AS queries
-FROM pin_content_on_time
-UNION ALL
-SELECT pin_id, rt, CAST(NULL AS ${content_row}),
-  CAST(ROW(caption, created_at) AS ${caption_row}),
-  CAST(NULL AS ${window_row}), CAST(NULL AS ${window_row})
-FROM pin_captions_on_time
-UNION ALL
-SELECT pin_id, window_time, CAST(NULL AS ${content_row}), CAST(NULL AS ${caption_row}),
-  CAST(ROW(board_titles, window_end, window_time) AS ${window_row}),
-  CAST(NULL AS ${window_row})
 FROM board_titles_per_window
 UNION ALL
-SELECT pin_id, window_time, CAST(NULL AS ${content_row}), CAST(NULL AS ${caption_row}),
-  CAST(NULL AS ${window_row}),
+SELECT pin_id, window_time, CAST(NULL AS ${window_row}),
   CAST(ROW(top_queries, window_end, window_time) AS ${window_row})
 FROM queries_per_window;
 
--- After each change, the pin's latest value of every kind (LAST_VALUE skips the nulls of
--- the other kinds). The OVER window sorts by event time first, so a version that arrives
--- out of order but on time still lands in its place.
-CREATE TEMPORARY VIEW pin_states AS
+-- After each new window, the pin's latest of both kinds (LAST_VALUE skips the nulls of the
+-- other kind), in event-time order.
+CREATE TEMPORARY VIEW window_states AS
 SELECT pin_id, rt,
-  LAST_VALUE(content) OVER w AS content,
-  LAST_VALUE(caption) OVER w AS caption,
   LAST_VALUE(boards) OVER w AS boards,
   LAST_VALUE(queries) OVER w AS queries
-FROM pin_changes
+FROM window_changes
 WINDOW w AS (PARTITION BY pin_id ORDER BY rt ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW);
 
--- The versioned table: one version per change, keyed by pin (at equal times the later
--- arrival wins).
-CREATE TEMPORARY VIEW pin_features AS
-SELECT pin_id, rt, content, caption, boards, queries
+-- The versioned table of windows: one version per new window, keyed by pin.
+CREATE TEMPORARY VIEW window_versions AS
+SELECT pin_id, rt, boards, queries
 FROM (
   SELECT *, ROW_NUMBER() OVER (PARTITION BY pin_id ORDER BY rt DESC) AS version_rank
-  FROM pin_states
+  FROM window_states
 )
 WHERE version_rank = 1;

@@ -1,30 +1,51 @@
 -- The job: one statement set, so every INSERT below runs as one Flink job.
 
 -- Each on-time impression joined with its pin's features as they were at the impression's
--- time. A windowed feature is only current until the next window closes: if the pin's
--- latest window closed a slide or more before the impression, the pin had no saves
--- (engagements) in the newest closed window, so the feature is null, and so is its time.
+-- time. Content and caption: the newest version at or before it by event time, where a
+-- late version (one that met a watermark at or past its own time) counts only for
+-- impressions after that watermark; at equal times the later arrival wins, and a late
+-- version always arrived after the on-time ones of its time. A windowed feature is only
+-- current until the next window closes: if the pin's latest window closed a slide or more
+-- before the impression, the pin had no saves (engagements) in the newest closed window,
+-- so the feature is null, and so is its time.
 INSERT INTO enriched_sink
 SELECT
-  i.impression_id, i.request_id, i.user_id, i.`query`, i.pin_id, i.`position`, i.country,
-  i.locale,
-  DATE_FORMAT(i.event_time, ${ts_format}),
-  f.content.title, f.content.description, f.content.link_title, f.content.link_description,
-  DATE_FORMAT(f.content.updated_at, ${ts_format}),
-  f.caption.caption,
-  DATE_FORMAT(f.caption.created_at, ${ts_format}),
-  CASE WHEN i.rt < f.boards.valid_from + ${boards_slide} THEN f.boards.top END,
-  CASE WHEN i.rt < f.boards.valid_from + ${boards_slide}
-    THEN DATE_FORMAT(f.boards.window_end, ${ts_format}) END,
-  CASE WHEN i.rt < f.queries.valid_from + ${queries_slide} THEN f.queries.top END,
-  CASE WHEN i.rt < f.queries.valid_from + ${queries_slide}
-    THEN DATE_FORMAT(f.queries.window_end, ${ts_format}) END,
+  impression_id, request_id, user_id, `query`, pin_id, `position`, country, locale,
+  DATE_FORMAT(event_time, ${ts_format}),
+  content.title, content.description, content.link_title, content.link_description,
+  DATE_FORMAT(content.updated_at, ${ts_format}),
+  caption.caption,
+  DATE_FORMAT(caption.created_at, ${ts_format}),
+  CASE WHEN rt < boards.valid_from + ${boards_slide} THEN boards.top END,
+  CASE WHEN rt < boards.valid_from + ${boards_slide}
+    THEN DATE_FORMAT(boards.window_end, ${ts_format}) END,
+  CASE WHEN rt < queries.valid_from + ${queries_slide} THEN queries.top END,
+  CASE WHEN rt < queries.valid_from + ${queries_slide}
+    THEN DATE_FORMAT(queries.window_end, ${ts_format}) END,
   DATE_FORMAT(CURRENT_TIMESTAMP, ${ts_format})
-FROM impressions_on_time AS i
-LEFT JOIN pin_features FOR SYSTEM_TIME AS OF i.rt AS f ON i.pin_id = f.pin_id;
+FROM (
+  SELECT
+    i.impression_id, i.request_id, i.user_id, i.`query`, i.pin_id, i.`position`, i.country,
+    i.locale, i.event_time, i.rt,
+    CASE WHEN lc.pin_id IS NOT NULL AND lc.seen_watermark < i.rt
+        AND (c.pin_id IS NULL OR lc.rt >= c.rt)
+      THEN lc.content ELSE c.content END AS content,
+    CASE WHEN lp.pin_id IS NOT NULL AND lp.seen_watermark < i.rt
+        AND (p.pin_id IS NULL OR lp.rt >= p.rt)
+      THEN lp.caption ELSE p.caption END AS caption,
+    w.boards, w.queries
+  FROM impressions_on_time AS i
+  LEFT JOIN content_versions FOR SYSTEM_TIME AS OF i.rt AS c ON i.pin_id = c.pin_id
+  LEFT JOIN content_late_versions FOR SYSTEM_TIME AS OF i.rt AS lc ON i.pin_id = lc.pin_id
+  LEFT JOIN caption_versions FOR SYSTEM_TIME AS OF i.rt AS p ON i.pin_id = p.pin_id
+  LEFT JOIN caption_late_versions FOR SYSTEM_TIME AS OF i.rt AS lp ON i.pin_id = lp.pin_id
+  LEFT JOIN window_versions FOR SYSTEM_TIME AS OF i.rt AS w ON i.pin_id = w.pin_id
+);
 
--- Late records of every topic, dead-lettered with reason late_event. value_b64 is the
--- record as Flink parsed it, re-serialized as JSON (same fields and values, keys sorted).
+-- Refused records of every topic, dead-lettered with reason late_event or
+-- event_time_out_of_range (a late content or caption version is ALSO applied from the
+-- watermark it met on; its detail says so). value_b64 is the record as Flink parsed it,
+-- re-serialized as JSON (same fields and values, keys sorted).
 INSERT INTO impressions_dlq
 SELECT ${dlq_head_impressions},
   TO_BASE64(JSON_OBJECT(
@@ -33,7 +54,7 @@ SELECT ${dlq_head_impressions},
     KEY 'position' VALUE `position`, KEY 'country' VALUE country, KEY 'locale' VALUE locale,
     KEY 'event_time' VALUE DATE_FORMAT(event_time, ${ts_format}) NULL ON NULL)),
   ${dlq_tail}
-FROM impressions_late;
+FROM impressions_refused;
 
 INSERT INTO pin_content_dlq
 SELECT ${dlq_head_pin_content},
@@ -42,7 +63,7 @@ SELECT ${dlq_head_pin_content},
     KEY 'link_title' VALUE link_title, KEY 'link_description' VALUE link_description,
     KEY 'updated_at' VALUE DATE_FORMAT(updated_at, ${ts_format}) NULL ON NULL)),
   ${dlq_tail}
-FROM pin_content_late;
+FROM pin_content_refused;
 
 INSERT INTO pin_captions_dlq
 SELECT ${dlq_head_pin_captions},
@@ -51,7 +72,7 @@ SELECT ${dlq_head_pin_captions},
     KEY 'captioner_version' VALUE captioner_version,
     KEY 'created_at' VALUE DATE_FORMAT(created_at, ${ts_format}) NULL ON NULL)),
   ${dlq_tail}
-FROM pin_captions_late;
+FROM pin_captions_refused;
 
 INSERT INTO board_saves_dlq
 SELECT ${dlq_head_board_saves},
@@ -60,7 +81,7 @@ SELECT ${dlq_head_board_saves},
     KEY 'board_title' VALUE board_title, KEY 'user_id' VALUE user_id,
     KEY 'event_time' VALUE DATE_FORMAT(event_time, ${ts_format}) NULL ON NULL)),
   ${dlq_tail}
-FROM board_saves_late;
+FROM board_saves_refused;
 
 INSERT INTO engagements_dlq
 SELECT ${dlq_head_engagements},
@@ -69,4 +90,4 @@ SELECT ${dlq_head_engagements},
     KEY 'pin_id' VALUE pin_id, KEY 'action' VALUE action,
     KEY 'event_time' VALUE DATE_FORMAT(event_time, ${ts_format}) NULL ON NULL)),
   ${dlq_tail}
-FROM engagements_late;
+FROM engagements_refused;

@@ -4,8 +4,15 @@
 -- joins and the late-record check below all see that same event-time clock, and a topic
 -- that falls idle (table.exec.source.idle-timeout) stops holding it back.
 -- Columns are the union of the five event models; a field a topic lacks reads as null.
--- `rt` is the topic's event time at Flink's millisecond precision; a record without one
--- gets the epoch, which never moves the watermark, and then fails the validity filters.
+-- `rt` is the topic's event time at Flink's millisecond precision, when that time lies
+-- within the shared decode bounds around the wall clock (decode.max_future_s ahead,
+-- decode.max_age_days behind). A record without a time, or with one out of those bounds
+-- (year 2099, 1970), gets the epoch instead: the watermark is a running maximum, so such a
+-- record never moves it, and split.sql sends it to the DLQ by its raw time. The bound must
+-- be applied HERE: the watermark is generated from `rt` inside the source, before any
+-- WHERE clause runs.
+-- `arrival` (processing time) orders the versioned tables by arrival: every version is
+-- passed on, and the temporal join sorts them by event time itself.
 -- Records are read from the earliest offset (a fresh deploy rebuilds every versioned table
 -- from the full history); a restore from a savepoint resumes from its offsets instead.
 
@@ -34,14 +41,13 @@ CREATE TEMPORARY TABLE events_src (
   kafka_topic STRING METADATA FROM 'topic' VIRTUAL,
   kafka_partition INT METADATA FROM 'partition' VIRTUAL,
   kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
-  rt AS COALESCE(
-    CAST(
-      CASE kafka_topic
-        WHEN 'pin_content' THEN updated_at
-        WHEN 'pin_captions' THEN created_at
-        ELSE event_time
-      END AS TIMESTAMP_LTZ(3)),
-    TO_TIMESTAMP_LTZ(0, 3)),
+  rt AS CASE
+    WHEN CAST(${raw_time} AS TIMESTAMP_LTZ(3))
+      BETWEEN CURRENT_TIMESTAMP - ${max_age} AND CURRENT_TIMESTAMP + ${max_future}
+    THEN CAST(${raw_time} AS TIMESTAMP_LTZ(3))
+    ELSE TO_TIMESTAMP_LTZ(0, 3)
+  END,
+  arrival AS PROCTIME(),
   WATERMARK FOR rt AS rt - ${watermark_hold}
 ) WITH (
 ${source_events}

@@ -1,13 +1,20 @@
--- Each topic's records split into valid on-time rows (joined) and valid late rows
--- (dead-lettered). Valid: every field the topic's event model requires is present; anything
--- else is refused by the shared decode step where the raw topic is sunk, so it is not
--- dead-lettered a second time here. Clock records only move the watermark.
--- Late: at or behind the watermark. Watermarks travel behind the rows, so the watermark a
--- row sees here bounds the one every downstream operator sees when the row reaches it: an
--- on-time row is never dropped by a window nor joined against versions already cleaned up.
+-- Each topic's valid records split three ways: on time (joined or counted), late (at or
+-- behind the watermark) and out of range (an event time outside the decode bounds, which
+-- sources.sql kept from moving the watermark). Valid: every field the topic's event model
+-- requires is present; anything else is refused by the shared decode step where the raw
+-- topic is sunk, so it is not dead-lettered a second time here. Clock records only move
+-- the watermark.
+-- Watermarks travel behind the rows, so the watermark a row sees here bounds the one every
+-- downstream operator sees when the row reaches it: an on-time row is never dropped by a
+-- window nor joined against versions already cleaned up.
+-- Out-of-range and late records go to the topic's DLQ. Late content and caption versions
+-- ALSO go on, to the late versioned tables (features.sql): they apply to impressions after
+-- the watermark they met (`seen_watermark`), and their dead letter says which impressions
+-- were enriched without them.
 
 CREATE TEMPORARY VIEW events_marked AS
 SELECT *,
+  ${raw_time} IS NOT NULL AND rt = TO_TIMESTAMP_LTZ(0, 3) AS out_of_range,
   CURRENT_WATERMARK(rt) IS NOT NULL AND rt <= CURRENT_WATERMARK(rt) AS is_late,
   CURRENT_WATERMARK(rt) AS seen_watermark
 FROM events_src;
@@ -39,14 +46,29 @@ WHERE kafka_topic = 'engagements' AND impression_id IS NOT NULL AND `query` IS N
   AND pin_id IS NOT NULL AND action IN ('click', 'save', 'closeup', 'long_click')
   AND event_time IS NOT NULL;
 
-CREATE TEMPORARY VIEW impressions_on_time AS SELECT * FROM impressions_valid WHERE NOT is_late;
-CREATE TEMPORARY VIEW impressions_late AS SELECT * FROM impressions_valid WHERE is_late;
-CREATE TEMPORARY VIEW pin_content_on_time AS SELECT * FROM pin_content_valid WHERE NOT is_late;
-CREATE TEMPORARY VIEW pin_content_late AS SELECT * FROM pin_content_valid WHERE is_late;
+CREATE TEMPORARY VIEW impressions_on_time AS
+SELECT * FROM impressions_valid WHERE NOT out_of_range AND NOT is_late;
+CREATE TEMPORARY VIEW pin_content_on_time AS
+SELECT * FROM pin_content_valid WHERE NOT out_of_range AND NOT is_late;
+CREATE TEMPORARY VIEW pin_content_late AS
+SELECT * FROM pin_content_valid WHERE NOT out_of_range AND is_late;
 CREATE TEMPORARY VIEW pin_captions_on_time AS
-SELECT * FROM pin_captions_valid WHERE NOT is_late;
-CREATE TEMPORARY VIEW pin_captions_late AS SELECT * FROM pin_captions_valid WHERE is_late;
-CREATE TEMPORARY VIEW board_saves_on_time AS SELECT * FROM board_saves_valid WHERE NOT is_late;
-CREATE TEMPORARY VIEW board_saves_late AS SELECT * FROM board_saves_valid WHERE is_late;
-CREATE TEMPORARY VIEW engagements_on_time AS SELECT * FROM engagements_valid WHERE NOT is_late;
-CREATE TEMPORARY VIEW engagements_late AS SELECT * FROM engagements_valid WHERE is_late;
+SELECT * FROM pin_captions_valid WHERE NOT out_of_range AND NOT is_late;
+CREATE TEMPORARY VIEW pin_captions_late AS
+SELECT * FROM pin_captions_valid WHERE NOT out_of_range AND is_late;
+CREATE TEMPORARY VIEW board_saves_on_time AS
+SELECT * FROM board_saves_valid WHERE NOT out_of_range AND NOT is_late;
+CREATE TEMPORARY VIEW engagements_on_time AS
+SELECT * FROM engagements_valid WHERE NOT out_of_range AND NOT is_late;
+
+-- What each topic's DLQ receives (inserts.sql gives the reason and detail).
+CREATE TEMPORARY VIEW impressions_refused AS
+SELECT * FROM impressions_valid WHERE out_of_range OR is_late;
+CREATE TEMPORARY VIEW pin_content_refused AS
+SELECT * FROM pin_content_valid WHERE out_of_range OR is_late;
+CREATE TEMPORARY VIEW pin_captions_refused AS
+SELECT * FROM pin_captions_valid WHERE out_of_range OR is_late;
+CREATE TEMPORARY VIEW board_saves_refused AS
+SELECT * FROM board_saves_valid WHERE out_of_range OR is_late;
+CREATE TEMPORARY VIEW engagements_refused AS
+SELECT * FROM engagements_valid WHERE out_of_range OR is_late;
