@@ -8,6 +8,7 @@ around the labeler:
 - the teacher refuses one row for good (it is isolated and dead-lettered, the rest labeled);
 - the same impressions are relabeled three simulated days later by the same teacher version
   (the labels sink keys its dedupe by impression time, not by labeling time).
+- the broker is killed under a running labeler and started again (it reconnects by itself).
 
 One module-scoped world: a broker + catalog and a Triton serving one tiny trained teacher.
 """
@@ -15,10 +16,12 @@ One module-scoped world: a broker + catalog and a Triton serving one tiny traine
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from base64 import b64decode
 from collections import Counter
@@ -29,9 +32,11 @@ from pathlib import Path
 import pytest
 
 from infra import stack, triton
+from infra.broker import broker_healthy, start_broker
 from infra.catalog import open_catalog
 from infra.config import Settings
 from infra.process import ServiceRecord, free_port, stop
+from infra.topics import ensure_topics
 from schemas import EnrichedImpression
 from serving.client import TeacherClientError
 from serving.labeler.labeler import Labeler, LabelerStats, ScoredPair
@@ -43,7 +48,7 @@ from streams.dlq import DeadLetter, Reason
 from streams.iceberg_sink import IcebergSink
 from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
-from tests.conftest import ROOT, make_settings, settings_env
+from tests.conftest import ROOT, freshlabel, make_settings, settings_env
 from tests.teacher_fixtures import QUERIES, world_sample
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
@@ -329,3 +334,92 @@ def test_relabel_replay_three_days_later_adds_no_duplicate_labels(world: World) 
     stamps = table.scan(selected_fields=("impression_id", "labeled_at")).to_arrow().to_pylist()
     kept = {s["labeled_at"].date() for s in stamps if s["impression_id"] in wanted}
     assert kept == {(now - timedelta(days=3)).date()}, "the first label is the one kept"
+
+
+def test_a_group_that_never_assigns_is_rejoined_then_named(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stuck rebalance (simulated: the listener never hears of an assignment) makes the
+    labeler rejoin as a fresh member, then stop with one line naming group and broker; its
+    status file records the error."""
+    from serving.labeler import labeler as labeler_module
+
+    settings = _with_group(world.settings, "faults-stuck")
+    settings = settings.model_copy(
+        update={
+            "labeler": settings.labeler.model_copy(update={"join_timeout_s": 2.0, "rejoins": 1})
+        }
+    )
+    monkeypatch.setattr(labeler_module._Membership, "on_partitions_assigned", lambda *a: None)
+    labeler = Labeler(settings, FixedScorer())
+    with pytest.raises(labeler_module.LabelerError) as failure:
+        asyncio.run(labeler.run())
+    message = str(failure.value)
+    assert "'faults-stuck' stuck rebalancing on broker" in message
+    assert settings.broker.bootstrap in message and "\n" not in message
+    assert labeler.stats.rejoins == 1
+    status = json.loads(freshlabel(settings, "status", "--json").stdout)
+    mine = [w for w in status["workers"] if w["name"] == "labeler"]
+    assert mine and "stuck rebalancing" in json.dumps(mine), mine
+
+
+class FixedScorer:
+    """A teacher stand-in that always answers (this test is about the broker)."""
+
+    async def served(self) -> tuple[str, int]:
+        return "fixed-v1", 4
+
+    async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[ScoredPair]:
+        pair = ScoredPair(probs=[0.25] * 4, score=2.5, teacher_version="fixed-v1", label_scale=4)
+        return [pair for _ in queries]
+
+
+def test_labeler_rides_out_a_broker_restart(world: World) -> None:
+    """Broker killed under a running labeler and started again (in memory: topics are
+    recreated empty): the labeler reconnects by itself and labels what comes next. Last in
+    the module: the broker it leaves behind is not the one `up` recorded."""
+    settings = _with_group(world.settings, "faults-broker")
+    settings = settings.model_copy(
+        update={"labeler": settings.labeler.model_copy(update={"batch_rows": 50})}
+    )
+    state = stack.read_state(settings)
+    assert state is not None
+    broker = next(s for s in state.services if s.name == "broker")
+    stopping = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def label() -> None:
+        try:
+            labeler = Labeler(settings, FixedScorer())
+            outcome["stats"] = asyncio.run(labeler.run(should_stop=stopping.is_set))
+        except Exception as exc:  # reported by the assertions below
+            outcome["error"] = exc
+
+    def labeled(prefix: bytes) -> int:
+        return len({r.key for r in read_all(settings, "labels", 0.5) if r.key.startswith(prefix)})
+
+    worker = threading.Thread(target=label)
+    worker.start()
+    try:
+        with producer(settings) as prod:
+            produce_events(prod, enriched_rows(100, "broker-before"))
+        _wait("labels before the kill", lambda: labeled(b"broker-before-") == 100, 120)
+        stop(broker)
+        time.sleep(10)
+        assert worker.is_alive(), outcome
+        broker = start_broker(settings)
+        _wait("the broker back", lambda: broker_healthy(settings, timeout_s=1.0), 60)
+        ensure_topics(settings)
+        with producer(settings) as prod:
+            produce_events(prod, enriched_rows(100, "broker-after"))
+        _wait(
+            "labels after the restart",
+            lambda: labeled(b"broker-after-") == 100 or not worker.is_alive(),
+            180,
+        )
+        assert labeled(b"broker-after-") == 100, outcome
+    finally:
+        stopping.set()
+        worker.join(timeout=120)
+        stop(broker)
+    assert "error" not in outcome, outcome

@@ -307,6 +307,10 @@ class Labeler:
         self.stats = LabelerStats()
         self.membership = _Membership()
         self.should_stop: Callable[[], bool] = lambda: False
+        # Fresh members tried since the last completed assignment; since when the broker
+        # has not answered a metadata request (None: it answers).
+        self._fresh_members = 0
+        self._broker_away_since: float | None = None
         self.producer: KafkaProducer = self._connect(lambda: producer(settings))
         self.consumer: KafkaConsumer = self._subscribe()
 
@@ -368,40 +372,52 @@ class Labeler:
         """Count time without an assignment; rejoin as a fresh member when the group does
         not settle, and give up with the cause after `labeler.rejoins` fresh members."""
         if self.membership.assigned:
+            self._fresh_members = 0
+            self._broker_away_since = None
             return
         self.membership.unassigned_s += polled_s
         if self.membership.unassigned_s < self.cfg.join_timeout_s:
             return
         group, bootstrap = self.cfg.group_id, self.settings.broker.bootstrap
-        waited = self.cfg.join_timeout_s * (self.stats.rejoins + 1)
+        waited = self.cfg.join_timeout_s * (self._fresh_members + 1)
         try:
             answers = SOURCE_TOPIC in self.consumer.topics()
         except KafkaError as exc:
-            raise LabelerError(
-                f"broker {bootstrap} stopped answering while group {group!r} was joining "
-                f"({exc}); start it with `freshlabel up`"
-            ) from exc
+            # No group without a broker: wait for it (kafka-python reconnects), not longer
+            # than `broker_wait_s`.
+            now = time.monotonic()
+            self._broker_away_since = self._broker_away_since or now
+            if now - self._broker_away_since > self.cfg.broker_wait_s:
+                raise LabelerError(
+                    f"broker {bootstrap} did not answer for {self.cfg.broker_wait_s:.0f} s "
+                    f"while group {group!r} was joining ({exc}); start it with `freshlabel up`"
+                ) from exc
+            log.warning("broker %s not answering (%s); waiting for it", bootstrap, exc)
+            self.membership.unassigned_s = 0.0
+            return
+        self._broker_away_since = None
         if not answers:
             raise LabelerError(
                 f"topic {SOURCE_TOPIC} does not exist on broker {bootstrap}; create the "
                 "topics with `freshlabel up`"
             )
-        if self.stats.rejoins >= self.cfg.rejoins:
+        if self._fresh_members >= self.cfg.rejoins:
             raise LabelerError(
                 f"consumer group {group!r} stuck rebalancing on broker {bootstrap}: the broker "
                 f"answers metadata but assigned no partitions of {SOURCE_TOPIC} in {waited:.0f} s "
-                f"({self.stats.rejoins} fresh members tried); restart the broker (`freshlabel "
+                f"({self._fresh_members} fresh members tried); restart the broker (`freshlabel "
                 "down && freshlabel up --durable`) or set FRESHLABEL_LABELER__GROUP_ID to a new "
                 "group (it relabels from the start; the labels sink drops the repeats)"
             )
         self.stats.rejoins += 1
+        self._fresh_members += 1
         log.warning(
             "group %r assigned no partitions in %.0f s on broker %s (stuck rebalance?); "
             "rejoining with a fresh member (%d/%d)",
             group,
             self.cfg.join_timeout_s,
             bootstrap,
-            self.stats.rejoins,
+            self._fresh_members,
             self.cfg.rejoins,
         )
         self.consumer.close(autocommit=False, timeout_ms=10_000)
