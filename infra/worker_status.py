@@ -461,8 +461,17 @@ def describe(status: WorkerStatus) -> str:
         body = (
             f"{m['rows_committed']:.0f} rows in {m.get('commits', 0):.0f} commits, "
             f"{m.get('rows_quarantined', 0):.0f} quarantined, "
-            f"{m.get('dead_letters', 0):.0f} to DLQ{lag}"
+            f"{m.get('dead_letters', 0):.0f} to DLQ"
         )
+        if "records_consumed" in m:
+            # Each consumed record's one fate; the five add up to records_consumed.
+            body += (
+                f", {m.get('duplicates_dropped', 0):.0f} duplicates, "
+                f"{m.get('skipped_already_committed', 0):.0f} already committed by another "
+                f"writer = {m['records_consumed']:.0f} records consumed, "
+                f"{m.get('commit_conflicts', 0):.0f} commit conflicts"
+            )
+        body += lag
     else:
         body = ", ".join(f"{k} {v}" for k, v in m.items())
     state = status.state
