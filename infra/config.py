@@ -142,6 +142,9 @@ class SinkSettings(BaseModel):
     # member, and after `join_attempts` such joins stops, naming the stuck group.
     join_timeout_s: float = Field(default=30.0, gt=0)
     join_attempts: int = Field(default=3, ge=1)
+    # Then: "static" reads every partition without the group (correct, since the ledger
+    # fences writers, but each such process reads everything); "fail" stops the sink.
+    on_stuck_group: Literal["static", "fail"] = "static"
     # Seconds the broker may stay unreachable while the sink reconnects with backoff.
     reconnect_timeout_s: float = Field(default=300.0, gt=0)
     # Commit conflicts with other writers: each retry re-reads the ledger first.

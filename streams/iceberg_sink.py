@@ -92,6 +92,8 @@ class SinkStats:
     # Times the broker went away and the sink reconnected; fresh group joins.
     reconnects: int = 0
     rejoins: int = 0
+    # The group never finished a join and this process reads every partition statically.
+    static_fallback: bool = False
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -182,6 +184,9 @@ class IcebergSink:
         # Next offset to read per partition, as this process knows it: the ledger offset
         # it sought to (0 when it read from the log's start), then each record's next one.
         self.positions: dict[int, int] = {}
+        # (group|static, workers, worker index): the settings', until a stuck group makes
+        # this process read every partition statically (sink.on_stuck_group).
+        self.assignment = (cfg.assignment, cfg.workers, cfg.worker_index)
         self.joined = False
         self.join_deadline = float("inf")
         # Idle time counts from the group assignment (a join takes seconds), not from start.
@@ -214,7 +219,8 @@ class IcebergSink:
         self.last_activity = float("inf")
         self.batch = _Batch()
         self._consumer = consumer(self.settings, self.group_id)
-        if self.cfg.assignment == "group":
+        assignment, workers, index = self.assignment
+        if assignment == "group":
             self._consumer.subscribe([self.topic], listener=_SeekToTable(self))
             return
         partitions = self._consumer.partitions_for_topic(self.topic)
@@ -223,11 +229,7 @@ class IcebergSink:
                 f"sink for {self.topic}: the broker at {self.settings.broker.bootstrap} knows "
                 "no such topic; create it (`freshlabel up` creates the platform's topics)"
             )
-        mine = {
-            TopicPartition(self.topic, p)
-            for p in sorted(partitions)
-            if p % self.cfg.workers == self.cfg.worker_index
-        }
+        mine = {TopicPartition(self.topic, p) for p in sorted(partitions) if p % workers == index}
         self._consumer.assign(list(mine))
         self.joined = True
         self.seek_to_table(mine)
@@ -362,7 +364,8 @@ class IcebergSink:
         self.commit()
 
     def _stuck_group(self, rejoins: int) -> None:
-        """The group has not completed a join: stop after `join_attempts` fresh members."""
+        """The group has not completed a join: after `join_attempts` fresh members, read
+        every partition without the group (`sink.on_stuck_group=static`) or stop."""
         waited = self.cfg.join_timeout_s * rejoins
         partitions = self.consumer.partitions_for_topic(self.topic)
         if partitions is None:
@@ -376,7 +379,23 @@ class IcebergSink:
             rejoins,
             self.cfg.join_attempts,
         )
-        if rejoins >= self.cfg.join_attempts:
+        if rejoins >= self.cfg.join_attempts and self.cfg.on_stuck_group == "static":
+            # Safe without coordination: the ledger keeps overlapping writers exactly once.
+            log.error(
+                "sink for %s: consumer group %s is stuck rebalancing (no join completed in "
+                "%.0f s over %d fresh members) while the broker at %s answers metadata; "
+                "reading all %d partitions without the group from now on "
+                "(sink.on_stuck_group=static)",
+                self.topic,
+                self.group_id,
+                waited,
+                rejoins,
+                self.settings.broker.bootstrap,
+                len(partitions),
+            )
+            self.assignment = ("static", 1, 0)
+            self.stats.static_fallback = True
+        elif rejoins >= self.cfg.join_attempts:
             raise SinkError(
                 f"sink for {self.topic}: consumer group {self.group_id} is stuck rebalancing "
                 f"(no join completed in {waited:.0f} s over {rejoins} fresh members) while "

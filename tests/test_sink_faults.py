@@ -388,3 +388,30 @@ def test_group_churn_recovers_or_names_the_stuck_group(
                 proc.kill()
                 proc.wait()
         stack.down(settings)
+
+
+def test_a_group_that_never_assigns_is_left_for_static_reading_or_named(
+    running_stack: Settings,
+) -> None:
+    """A join slower than sink.join_timeout_s stands in for a wedged group: the sink reads
+    every partition without the group (on_stuck_group=static) and commits each row once;
+    with on_stuck_group=fail it stops with one line naming the stuck group."""
+    from streams.iceberg_sink import SinkError
+
+    rows = impressions(2_000, "stuck")
+    with producer(running_stack) as prod:
+        produce_events(prod, rows)
+    impatient = running_stack.model_copy(deep=True)
+    impatient.sink.join_timeout_s = 0.3
+    impatient.sink.join_attempts = 2
+    impatient.sink.on_stuck_group = "fail"
+    with pytest.raises(SinkError, match="stuck rebalancing.*answers metadata"):
+        IcebergSink(impatient, "impressions", "impressions_stuck", group_id="stuck-group").run(
+            idle_timeout_s=3.0
+        )
+    impatient.sink.on_stuck_group = "static"
+    sink = IcebergSink(impatient, "impressions", "impressions_stuck", group_id="stuck-group")
+    stats = sink.run(idle_timeout_s=3.0)
+    assert stats.static_fallback and stats.rejoins == 2
+    ids = [i for i in table_ids(running_stack, "impressions_stuck") if i.startswith("stuck-")]
+    assert sorted(ids) == sorted(r.impression_id for r in rows)
