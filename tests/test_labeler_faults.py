@@ -311,6 +311,38 @@ def test_a_row_the_teacher_refuses_goes_to_the_dlq_and_the_stream_goes_on(world:
     assert stats.labels == len(more) and stats.dead_letters == 0
 
 
+class NanScorer(RefusingScorer):
+    """The real teacher, except that its answer for one query is not a number."""
+
+    async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[ScoredPair]:
+        results = await self.inner.score(queries, pin_texts)
+        return [
+            r.model_copy(update={"probs": [float("nan")] * len(r.probs)})
+            if q == REFUSED_QUERY
+            else r
+            for q, r in zip(queries, results, strict=True)
+        ]
+
+
+def test_a_teacher_answer_that_is_not_a_label_goes_to_the_dlq(world: World) -> None:
+    settings = _with_group(world.settings, "faults-nan")
+    rows = [  # texts not in the score cache: the teacher is asked
+        r.model_copy(update={"title": f"nan title {i}"})
+        for i, r in enumerate(enriched_rows(60, "nan"))
+    ]
+    rows[7] = rows[7].model_copy(update={"query": REFUSED_QUERY})
+    with producer(settings) as prod:
+        produce_events(prod, rows)
+    stats = _label_in_process(settings, lambda scorer: NanScorer(scorer))
+    assert stats.scoring_failed == 1 and stats.labels == len(rows) - 1
+    letters = [
+        DeadLetter.model_validate_json(r.value)
+        for r in read_all(settings, "impressions.enriched.dlq", 0.5)
+    ]
+    (mine,) = [d for d in letters if d.consumer == "faults-nan"]
+    assert mine.reason == Reason.SCORING_FAILED and "not a valid label" in mine.detail
+
+
 def test_relabel_replay_three_days_later_adds_no_duplicate_labels(world: World) -> None:
     rows = enriched_rows(200, "replay")
     wanted = {r.impression_id for r in rows}

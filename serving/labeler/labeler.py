@@ -49,7 +49,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -137,6 +137,12 @@ def _classify(exc: BaseException) -> BaseException:
         return ScorerUnavailable(str(exc))
     if isinstance(exc, TeacherClientError):
         return ScoringFailed(str(exc))
+    if isinstance(exc, ValidationError):
+        # The teacher answered, but not a label the labels topic accepts (NaN or infinite
+        # probabilities, an empty version): refused for good, like a client error.
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(label)"
+        return ScoringFailed(f"the teacher's answer is not a valid label: {where}: {first['msg']}")
     return exc
 
 
