@@ -27,10 +27,10 @@ from infra import stack
 from infra.config import Settings
 from infra.process import free_port, is_running
 from schemas import BoardSave, Engagement, Event, Impression, PinCaption, PinContent
-from streams.dlq import DeadLetter
+from streams.dlq import DeadLetter, Reason
 from streams.enrich import operations
 from streams.enrich.clock import advance_event_time
-from streams.enrich.reference import expected, pit_violations
+from streams.enrich.reference import LateVersion, expected, late_versions, pit_violations
 from streams.enrich.sql import SqlSettingsError, interval, render
 from streams.kafka_io import consumer, producer
 from streams.produce import produce_events
@@ -191,6 +191,42 @@ def test_reference_orders_versions_by_event_time_not_arrival() -> None:
     events = [newer, older, _imp("i", "p", T0 + 3 * H / 2), _imp("j", "p", T0 + 3 * H)]
     truth = expected(events)
     assert truth["i"]["title"] == "old" and truth["j"]["title"] == "new"
+
+
+def test_reference_applies_a_late_version_only_after_the_watermark_it_met() -> None:
+    v1 = PinCaption(pin_id="p", caption="v1", captioner_version="v1", created_at=T0)
+    late = PinCaption(pin_id="p", caption="late", captioner_version="v1", created_at=T0 + H)
+    newer = PinCaption(pin_id="q", caption="newer", captioner_version="v1", created_at=T0 + 2 * H)
+    older = PinCaption(pin_id="q", caption="older", captioner_version="v1", created_at=T0 + H)
+    seen = T0 + 3 * H  # the watermark both late versions met
+    events: list[Event] = [
+        v1,
+        newer,
+        _imp("before", "p", T0 + 2 * H),
+        _imp("at", "p", seen),
+        _imp("after", "p", seen + MS),
+        _imp("q-after", "q", seen + H),
+    ]
+    letters = [
+        DeadLetter.of(
+            topic="pin_captions",
+            partition=0,
+            offset=n,
+            key=b"p",
+            value=caption.model_dump_json().encode(),
+            reason=Reason.LATE_EVENT,
+            detail=f"created_at {caption.created_at:%Y-%m-%dT%H:%M:%S.%fZ} is at or behind "
+            f"the watermark {seen:%Y-%m-%dT%H:%M:%S.%fZ} (...): kept as a late version",
+            consumer="flink:freshlabel-enrich",
+        )
+        for n, caption in enumerate((late, older))
+    ]
+    versions = late_versions(letters)
+    assert versions == [LateVersion(late, seen), LateVersion(older, seen)]
+    truth = expected(events, late=versions)
+    captions = {iid: features["caption"] for iid, features in truth.items()}
+    # Before and at the watermark: without it; after: with it, unless a newer one exists.
+    assert captions == {"before": "v1", "at": "v1", "after": "late", "q-after": "newer"}
 
 
 def test_pit_violations_names_each_wrong_field() -> None:

@@ -90,7 +90,7 @@ def late_versions(dead_letters: Iterable[Any]) -> list[LateVersion]:
 
     Args:
         dead_letters: `DeadLetter`s, their JSON bytes, or kafka-python records of them;
-            letters of other topics or reasons are skipped.
+            letters of other topics, reasons or consumers (not `flink:<job>`) are skipped.
 
     Returns:
         The late versions, in the order given (arrival order when read from the DLQ).
@@ -102,7 +102,11 @@ def late_versions(dead_letters: Iterable[Any]) -> list[LateVersion]:
     for item in dead_letters:
         raw = getattr(item, "value", item)
         letter = item if isinstance(item, DeadLetter) else DeadLetter.model_validate_json(raw)
-        if letter.reason != Reason.LATE_EVENT or letter.source_topic not in LATE_VERSION_TOPICS:
+        if (
+            letter.reason != Reason.LATE_EVENT
+            or letter.source_topic not in LATE_VERSION_TOPICS
+            or not letter.consumer.startswith("flink:")
+        ):
             continue
         match = _LATE_DETAIL.search(letter.detail)
         if match is None or letter.value is None:
