@@ -102,7 +102,7 @@ def test_late_caption_applies_to_later_impressions(run: Run) -> None:
     assert sorted(v.event.pin_id for v in versions) == ["p-l", "p-m"], letters
     assert all(v.event in late for v in versions)
     # The watermark the late captions met: past both impressions, at most the clock's time.
-    last = T1 + 60 * M + NUDGE  # advance_event_time ends the watermark 1 ms past `until`
+    last = T1 + 60 * M + 2 * NUDGE  # advance_event_time ends the watermark 2 ms past it
     assert all(T1 + 25 * M <= v.watermark <= last for v in versions), versions
     for letter in letters:
         assert "impressions of that pin after the watermark" in letter.detail

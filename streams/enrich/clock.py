@@ -11,9 +11,13 @@ Guarantee: after `advance_event_time(settings, until)`, every impression at or b
 `until` that reached the job on time comes out. Each impression passes a chain of temporal
 joins. When the inputs fall idle, a join further down can take the new watermark from its
 other input before the join above hands it the impression; the impression then waits there
-for the NEXT watermark. So once the job's watermark has reached `until` everywhere, a
-second clock record 1 ms later moves it once more (a background thread watches the
-JobManager's REST API for that; with no reachable cluster it sends after a pause).
+for the NEXT watermark. So once the job's watermark has reached `until` everywhere, clock
+records 1 ms and (a few seconds later) 2 ms later move it twice more (a background thread
+watches the JobManager's REST API for that; with no reachable cluster it sends after a
+pause). The
+clock record can also be read while other partitions are still busy and go idle before
+them; then their idleness leaves the watermark short of `until`. If the watermark stops
+moving short of it, the thread sends the first record again.
 """
 
 from __future__ import annotations
@@ -66,10 +70,16 @@ def job_watermark_ms(settings: Settings) -> int | None:
     return _MIN_WATERMARK if lowest is None else lowest
 
 
-def _nudge(settings: Settings, until: datetime, tick: datetime) -> None:
+def _nudge(settings: Settings, until: datetime, first: datetime, tick: datetime) -> None:
+    """Send `tick` once every operator's watermark reached `until`. While the watermark
+    stays short of it and stops moving (the clock record was read while other partitions
+    were still active, then went idle before them), send `first` again: read now, it is
+    the only active partition."""
     until_ms = int(until.timestamp() * 1000)
+    stalled_after = 2 * settings.flink.source_idle_timeout_s + 2.0
     deadline = time.monotonic() + NUDGE_TIMEOUT_S
     unreachable_since: float | None = None
+    last: tuple[int | None, float] = (None, time.monotonic())
     while time.monotonic() < deadline:
         try:
             reached = job_watermark_ms(settings)
@@ -81,9 +91,18 @@ def _nudge(settings: Settings, until: datetime, tick: datetime) -> None:
             reached = None
         if reached is not None and reached >= until_ms:
             break
+        if reached != last[0]:
+            last = (reached, time.monotonic())
+        elif reached is not None and time.monotonic() - last[1] > stalled_after:
+            _send(settings, first)
+            last = (reached, time.monotonic())
         time.sleep(0.5)
     try:
+        # Two advances a few seconds apart: a row that reaches a join just as the first
+        # one arrives there still sees the second.
         _send(settings, tick)
+        time.sleep(settings.flink.source_idle_timeout_s + 1.0)
+        _send(settings, tick + NUDGE)
     except Exception:  # noqa: BLE001 - the stack may be gone; the nudge is best effort
         return
 
@@ -96,14 +115,17 @@ def advance_event_time(settings: Settings, until: datetime) -> datetime:
         until: the event time up to which impressions should come out.
 
     Returns:
-        The clock time sent (`until` plus the hold); the nudge sent later is 1 ms after it,
-        so the watermark ends at `until` + 1 ms.
+        The clock time sent (`until` plus the hold); the nudges sent later are 1 and 2 ms
+        after it, so the watermark ends at `until` + 2 ms.
     """
     f = settings.flink
     tick = until + timedelta(seconds=f.watermark_delay_s + f.allowed_lateness_s)
     ensure_clock_topic(settings)
     _send(settings, tick)
     threading.Thread(
-        target=_nudge, args=(settings, until, tick + NUDGE), name="enrich-clock-nudge", daemon=True
+        target=_nudge,
+        args=(settings, until, tick, tick + NUDGE),
+        name="enrich-clock-nudge",
+        daemon=True,
     ).start()
     return tick

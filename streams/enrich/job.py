@@ -46,6 +46,10 @@ def flink_config(settings: Settings, from_savepoint: str | None, local: bool) ->
         "execution.checkpointing.incremental": str(
             f.incremental_checkpoints and f.state_backend == "rocksdb"
         ).lower(),
+        # Event-time timers on the heap: there is at most one per pin with impressions
+        # waiting for the watermark, and RocksDB timers cost every join a disk-backed
+        # queue operation per impression.
+        "state.backend.rocksdb.timer-service.factory": "HEAP",
         # Per-pin state untouched this long is dropped (docs/enrichment.md, "State").
         "table.exec.state.ttl": f"{round(state_ttl_s(settings) * 1000)} ms",
     }
