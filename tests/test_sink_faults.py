@@ -154,26 +154,15 @@ def test_redelivered_events_are_kept_once(running_stack: Settings) -> None:
     assert len(ids) == 300
 
 
-def churn_sink(settings: Settings, table: str, *args: str) -> subprocess.Popen[bytes]:
-    """A sink process that runs until stopped, committing small batches often."""
+def churn_sink(
+    settings: Settings, table: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A sink process that runs until stopped (or `--idle-timeout` in `args`), committing
+    small batches often; `env` adds settings to its environment."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "infra.cli",
-            "sink",
-            "run",
-            "--topic",
-            "impressions",
-            "--table",
-            table,
-            "--batch-rows",
-            "2000",
-            "--batch-seconds",
-            "1",
-            *args,
-        ],
-        env=settings_env(settings),
+        [sys.executable, "-m", "infra.cli", "sink", "run", "--topic", "impressions"]
+        + ["--table", table, "--batch-rows", "2000", "--batch-seconds", "1", *args],
+        env={**settings_env(settings), **(env or {})},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -322,29 +311,7 @@ def test_group_churn_recovers_or_names_the_stuck_group(
     procs: list[subprocess.Popen[bytes]] = []
 
     def group_sink() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "infra.cli",
-                "sink",
-                "run",
-                "--topic",
-                "impressions",
-                "--table",
-                table,
-                "--batch-rows",
-                "1000",
-                "--batch-seconds",
-                "1",
-                "--idle-timeout",
-                "10",
-            ],
-            env={**settings_env(settings), **env_extra},
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        proc = churn_sink(settings, table, "--idle-timeout", "10", env=env_extra)
         procs.append(proc)
         return proc
 

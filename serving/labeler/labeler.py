@@ -325,15 +325,7 @@ class Labeler:
     def _connect(self, make: Callable[[], T]) -> T:
         """`make()` a client, retrying with backoff while the broker does not answer."""
         bootstrap = self.settings.broker.bootstrap
-        retrying = Retrying(
-            retry=retry_if_exception_type(BROKER_AWAY),
-            wait=wait_exponential(multiplier=0.5, max=10),
-            stop=stop_after_delay(self.cfg.broker_wait_s),
-            before_sleep=lambda state: log.warning(
-                "broker %s not answering (%s); retrying", bootstrap, _error_of(state)
-            ),
-            reraise=True,
-        )
+        retrying = self._broker_retrying(BROKER_AWAY, "not answering; retrying")
         try:
             return retrying(make)
         except BROKER_AWAY as exc:
@@ -351,20 +343,25 @@ class Labeler:
         self.membership.consumer = made
         return made
 
-    def _poll(self) -> dict[Any, list[Any]]:
-        """One poll; while the broker is away, polls again with backoff for up to
-        `labeler.broker_wait_s` (kafka-python reconnects by itself in between)."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(BROKER_AWAY),
+    def _broker_retrying(
+        self, errors: type[BaseException] | tuple[type[BaseException], ...], doing: str
+    ) -> Retrying:
+        """Retries on `errors` with backoff while the broker may be away, for up to
+        `labeler.broker_wait_s`; each retry logs "broker B <doing>"."""
+        return Retrying(
+            retry=retry_if_exception_type(errors),
             wait=wait_exponential(multiplier=0.5, max=10),
             stop=stop_after_delay(self.cfg.broker_wait_s),
             before_sleep=lambda state: log.warning(
-                "broker %s not answering (%s); polling again",
-                self.settings.broker.bootstrap,
-                _error_of(state),
+                "broker %s %s (%s)", self.settings.broker.bootstrap, doing, _error_of(state)
             ),
             reraise=True,
         )
+
+    def _poll(self) -> dict[Any, list[Any]]:
+        """One poll; while the broker is away, polls again with backoff for up to
+        `labeler.broker_wait_s` (kafka-python reconnects by itself in between)."""
+        retrying = self._broker_retrying(BROKER_AWAY, "not answering; polling again")
         try:
             polled: dict[Any, list[Any]] = retrying(self.consumer.poll, timeout_ms=500)
         except BROKER_AWAY as exc:
@@ -653,18 +650,7 @@ class Labeler:
             for future in futures:
                 future.get(timeout=60)  # raises if the broker did not take it
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(KafkaError),
-            wait=wait_exponential(multiplier=0.5, max=10),
-            stop=stop_after_delay(self.cfg.broker_wait_s),
-            before_sleep=lambda state: log.warning(
-                "labels not acknowledged by broker %s (%s); sending again",
-                self.settings.broker.bootstrap,
-                _error_of(state),
-            ),
-            reraise=True,
-        )
-        retrying(send_all)
+        self._broker_retrying(KafkaError, "did not acknowledge the labels; sending again")(send_all)
 
     def _commit(self, records: list[Any]) -> None:
         """Commit the offsets after `records` on the partitions this member still owns; a
