@@ -106,7 +106,21 @@ def records_of(settings: Settings, name: str) -> list[WorkerStatus]:
 def test_parallel_sinks_are_both_listed_and_a_sigkilled_one_is_dead(fed_stack: Settings) -> None:
     settings = fed_stack
     name = "sink-ws_pair"
-    procs = [start_sink(settings, "ws_pair") for _ in range(2)]
+    # Static halves: the test is about status, not about the broker's group coordinator
+    # (tests/test_sink_faults.py covers that).
+    procs = [
+        start_sink(
+            settings,
+            "ws_pair",
+            "--assignment",
+            "static",
+            "--workers",
+            "2",
+            "--worker-index",
+            str(i),
+        )
+        for i in range(2)
+    ]
     try:
         pids = {p.pid for p in procs}
 
