@@ -299,7 +299,14 @@ class IcebergSink:
                     now = time.monotonic()
                     if outage_since is None or self._last_commit > outage_since:
                         outage_since = now  # a new outage: the last session made progress
-                    if now - outage_since > self.cfg.reconnect_timeout_s or should_stop():
+                    if should_stop():
+                        # Asked to stop while the broker is away: the uncommitted batch is
+                        # simply read again from the ledger by the next run.
+                        log.warning(
+                            "sink for %s: stopping during broker trouble (%r)", self.topic, exc
+                        )
+                        break
+                    if now - outage_since > self.cfg.reconnect_timeout_s:
                         raise SinkError(
                             f"sink for {self.topic}: broker at {self.settings.broker.bootstrap} "
                             f"unreachable for {now - outage_since:.0f} s ({exc!r}); start it, "
