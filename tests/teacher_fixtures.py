@@ -9,6 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from infra.config import Settings
+from tests.conftest import settings_env
+
 QUERIES = [
     "oak desk",
     "red running shoes",
@@ -64,3 +67,18 @@ def world_sample(path: Path, per_query: int = 12, seed: int = 3) -> Path:
     )
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return path
+
+
+def labeler_env(settings: Settings) -> dict[str, str]:
+    """Environment for a `freshlabel label run` subprocess of the labeler tests: the
+    stack's settings, its Triton ports, small batches and short retries."""
+    env = settings_env(settings)
+    t = settings.triton
+    env.update(
+        FRESHLABEL_TRITON__GRPC_PORT=str(t.grpc_port),
+        FRESHLABEL_TRITON__HTTP_PORT=str(t.http_port),
+        FRESHLABEL_TRITON__RETRIES="1",
+        FRESHLABEL_LABELER__BATCH_ROWS="200",
+        FRESHLABEL_LABELER__RETRY_MAX_S="2",
+    )
+    return env

@@ -39,8 +39,8 @@ from streams.generator import generate_events
 from streams.iceberg_sink import IcebergSink
 from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
-from tests.conftest import ROOT, freshlabel, make_settings, settings_env
-from tests.teacher_fixtures import QUERIES, world_sample
+from tests.conftest import ROOT, freshlabel, make_settings
+from tests.teacher_fixtures import QUERIES, labeler_env, world_sample
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -113,19 +113,6 @@ def platform(
         stack.down(settings)
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = settings_env(settings)
-    t = settings.triton
-    env.update(
-        FRESHLABEL_TRITON__GRPC_PORT=str(t.grpc_port),
-        FRESHLABEL_TRITON__HTTP_PORT=str(t.http_port),
-        FRESHLABEL_TRITON__RETRIES="1",
-        FRESHLABEL_LABELER__BATCH_ROWS="200",
-        FRESHLABEL_LABELER__RETRY_MAX_S="2",
-    )
-    return env
-
-
 def _labels_in_iceberg(settings: Settings) -> Counter[tuple[str, str]]:
     sink = IcebergSink(settings, "labels", "labels", batch_seconds=60)
     sink.run(idle_timeout_s=3.0)
@@ -141,7 +128,7 @@ def test_every_row_labeled_once_through_a_triton_outage(platform: Platform) -> N
         produce_events(prod, rows[:300])
     labeler = subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "label", "run", "--idle-timeout", "40"],
-        env=_env(settings),
+        env=labeler_env(settings),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -215,7 +202,7 @@ def test_seeded_run_survives_sigkill_and_sends_a_malformed_row_to_the_dlq(
         prod.send("impressions.enriched", key=b"broken-1", value=broken).get(timeout=30)
         produce_events(prod, rows[len(rows) // 2 :])
     command = [sys.executable, "-m", "infra.cli", "label", "run", "--idle-timeout", "15"]
-    first = subprocess.Popen(command, env=_env(settings), cwd=ROOT)
+    first = subprocess.Popen(command, env=labeler_env(settings), cwd=ROOT)
     try:
         deadline = time.monotonic() + 180
         while _label_ids(settings, wanted) < 200 and time.monotonic() < deadline:
@@ -226,7 +213,9 @@ def test_seeded_run_survives_sigkill_and_sends_a_malformed_row_to_the_dlq(
         os.kill(first.pid, signal.SIGKILL)  # no final commit, no goodbye
         first.wait(timeout=30)
     assert _label_ids(settings, wanted) < len(rows), "killed too late to test a restart"
-    again = subprocess.run(command, env=_env(settings), cwd=ROOT, capture_output=True, timeout=600)
+    again = subprocess.run(
+        command, env=labeler_env(settings), cwd=ROOT, capture_output=True, timeout=600
+    )
     assert again.returncode == 0, again.stdout.decode()[-3000:] + again.stderr.decode()[-3000:]
 
     labels = _labels_in_iceberg(settings)
@@ -281,7 +270,7 @@ def test_version_roll_then_backfill(platform: Platform, teachers: dict[str, Path
 
     # Backfills read history from Iceberg: commit the enriched rows there first.
     IcebergSink(settings, "impressions.enriched", "impressions_enriched").run(idle_timeout_s=3.0)
-    env = _env(settings)
+    env = labeler_env(settings)
     for _ in range(2):  # the second run finds nothing left to do
         result = subprocess.run(
             [

@@ -48,8 +48,8 @@ from streams.dlq import DeadLetter, Reason
 from streams.iceberg_sink import IcebergSink
 from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
-from tests.conftest import ROOT, freshlabel, make_settings, settings_env
-from tests.teacher_fixtures import QUERIES, world_sample
+from tests.conftest import ROOT, freshlabel, make_settings
+from tests.teacher_fixtures import QUERIES, labeler_env, world_sample
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
 VERSION = "faults-v1"
@@ -110,24 +110,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         stack.down(settings)
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = settings_env(settings)
-    t = settings.triton
-    env.update(
-        FRESHLABEL_TRITON__GRPC_PORT=str(t.grpc_port),
-        FRESHLABEL_TRITON__HTTP_PORT=str(t.http_port),
-        FRESHLABEL_TRITON__RETRIES="1",
-        FRESHLABEL_LABELER__BATCH_ROWS="200",
-        FRESHLABEL_LABELER__RETRY_MAX_S="2",
-    )
-    return env
-
-
 def _cli(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "infra.cli", *args],
-            env=_env(settings),
+            env=labeler_env(settings),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
