@@ -507,8 +507,6 @@ class IcebergSink:
 
     def _commit_once(self, batch: _Batch, rows: pa.Table, quarantined: np.ndarray) -> None:
         table = self.table = self.table.refresh()
-        if self.dedupe is not None:
-            self.dedupe.refresh(table)
         done = committed_offsets(table, self.topic)
         behind = {p for p, start in batch.start_offsets.items() if start > done.get(p, 0)}
         for p in behind:

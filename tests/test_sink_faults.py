@@ -169,6 +169,27 @@ def churn_sink(
     )
 
 
+def assert_drained_exactly_once(settings: Settings, table: str, rows: list[Impression]) -> None:
+    """One static sink reads every partition to the end; the table then holds each row once."""
+    drain = churn_sink(
+        settings,
+        table,
+        "--assignment",
+        "static",
+        "--workers",
+        "1",
+        "--worker-index",
+        "0",
+        "--idle-timeout",
+        "8",
+    )
+    _, err = drain.communicate(timeout=300)
+    assert drain.returncode == 0, err.decode()[-2000:]
+    ids = table_ids(settings, table)
+    assert len(ids) == len(rows), f"{len(ids) - len(set(ids))} duplicated, or rows missing"
+    assert set(ids) == {r.impression_id for r in rows}
+
+
 @pytest.mark.slow
 def test_overlapping_sinks_churned_by_sigterm_and_sigkill_lose_and_repeat_nothing(
     tmp_path_factory: pytest.TempPathFactory,
@@ -221,23 +242,7 @@ def test_overlapping_sinks_churned_by_sigterm_and_sigkill_lose_and_repeat_nothin
             _, err = proc.communicate(timeout=120)
             # -15: stopped while still starting, before its SIGTERM handler was installed.
             assert proc.returncode in (0, -signal.SIGTERM), err.decode()[-2000:]
-        drain = churn_sink(
-            settings,
-            table,
-            "--assignment",
-            "static",
-            "--workers",
-            "1",
-            "--worker-index",
-            "0",
-            "--idle-timeout",
-            "8",
-        )
-        _, err = drain.communicate(timeout=300)
-        assert drain.returncode == 0, err.decode()[-2000:]
-        ids = table_ids(settings, table)
-        assert len(ids) == len(rows), f"{len(ids) - len(set(ids))} duplicated"
-        assert set(ids) == {r.impression_id for r in rows}
+        assert_drained_exactly_once(settings, table, rows)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -333,22 +338,7 @@ def test_group_churn_recovers_or_names_the_stuck_group(
                 -2000:
             ]
         assert first.returncode is not None
-        drain = churn_sink(
-            settings,
-            table,
-            "--assignment",
-            "static",
-            "--workers",
-            "1",
-            "--worker-index",
-            "0",
-            "--idle-timeout",
-            "6",
-        )
-        _, err = drain.communicate(timeout=240)
-        assert drain.returncode == 0, err.decode()[-2000:]
-        ids = table_ids(settings, table)
-        assert len(ids) == len(rows) and set(ids) == {r.impression_id for r in rows}
+        assert_drained_exactly_once(settings, table, rows)
     finally:
         for proc in procs:
             if proc.poll() is None:
