@@ -487,8 +487,10 @@ class DemoSettings(BaseModel):
     # another seed's world (a stand-in for human judgements).
     quick_teacher_rows: int = 1_500
     quick_teacher_epochs: int = 2
-    # Seconds the sinks and the labeler wait without new records before they finish.
-    idle_timeout_s: float = 25.0
+    # The demo stops each worker once everything upstream of it is through; a stage that
+    # makes no progress for this many seconds is stopped where it is (the report shows what
+    # is missing).
+    stall_timeout_s: float = Field(default=120.0, gt=0)
     timeout_s: float = 1_800.0
 
 

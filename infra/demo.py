@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -132,18 +133,6 @@ def run(settings: Settings) -> dict[str, Any]:
     return report
 
 
-def _wait(procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> dict[str, int]:
-    deadline = time.monotonic() + timeout_s
-    codes: dict[str, int] = {}
-    for name, proc in procs.items():
-        try:
-            codes[name] = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            codes[name] = proc.wait()
-    return codes
-
-
 def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
     from streams.enrich.clock import advance_event_time
     from streams.enrich.operations import deploy
@@ -153,52 +142,45 @@ def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
     log("deploying the Flink enrichment job")
     deploy(s)
     env = _env_for(s, work / "demo-settings.json")
-    idle = str(s.demo.idle_timeout_s)
     logs = work / "logs"
+    # The workers run until the demo has seen every record through (below), not until they
+    # are idle: a slow start (Flink's first output under load) must not end them early.
     procs = {
-        "enriched sink": _spawn(
-            env,
-            "sink",
-            "run",
-            "--topic",
-            "impressions.enriched",
-            "--batch-seconds",
-            "5",
-            "--idle-timeout",
-            idle,
-            log_to=logs / "demo-sink-enriched.log",
-        ),
-        "labeler": _spawn(
-            env, "label", "run", "--idle-timeout", idle, log_to=logs / "demo-labeler.log"
-        ),
+        name: _spawn(env, *args, log_to=logs / f"demo-{log_name}.log")
+        for name, log_name, args in (
+            (
+                "enriched sink",
+                "sink-enriched",
+                ("sink", "run", "--topic", "impressions.enriched", "--batch-seconds", "5"),
+            ),
+            ("labeler", "labeler", ("label", "run")),
+            (
+                "labels sink",
+                "sink-labels",
+                ("sink", "run", "--topic", "labels", "--batch-seconds", "5"),
+            ),
+        )
     }
-    # The labels sink runs until every label the labeler wrote is committed (below): an idle
-    # timeout would end it while the labeler waits out a slow or restarting teacher.
-    labels_sink = _spawn(
-        env,
-        "sink",
-        "run",
-        "--topic",
-        "labels",
-        "--batch-seconds",
-        "5",
-        log_to=logs / "demo-sink-labels.log",
-    )
-    log(
-        f"generating {s.generator.impressions} impressions over {s.generator.sim_days} "
-        "simulated days"
-    )
-    generated = generate(s, kafka=True, truth=True)
-    # A finite replay: move the job's event-time clock past the end so it emits the last rows.
-    advance_event_time(s, s.generator.start + timedelta(days=s.generator.sim_days, hours=1))
-    log(
-        f"generated {generated.events} events in {generated.seconds:.0f} s; waiting for the "
-        "pipeline to drain"
-    )
-    codes = _wait(procs, s.demo.timeout_s)
+    try:
+        log(
+            f"generating {s.generator.impressions} impressions over {s.generator.sim_days} "
+            "simulated days"
+        )
+        generated = generate(s, kafka=True, truth=True)
+        # A finite replay: move the job's event-time clock past the end so it emits the last
+        # rows.
+        advance_event_time(s, s.generator.start + timedelta(days=s.generator.sim_days, hours=1))
+        log(
+            f"generated {generated.events} events in {generated.seconds:.0f} s; waiting for "
+            "the pipeline to drain"
+        )
+        codes = _drain_pipeline(s, procs, generated.counts.get("impressions", 0), logs)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     labeler_stats = _last_json_line(logs / "demo-labeler.log")
-    _drain_labels(s, labels_sink, int(labeler_stats.get("labels", 0)))
-    codes["labels sink"] = _wait({"labels sink": labels_sink}, 120)["labels sink"]
     stop_job(s, savepoint=False)
     if any(codes.values()):
         failed = {n: c for n, c in codes.items() if c}
@@ -218,18 +200,86 @@ def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
     return report
 
 
-def _drain_labels(s: Settings, sink: subprocess.Popen[bytes], labels: int) -> None:
-    """Wait until the labels sink has committed all `labels` records, then stop it."""
+def _drain_pipeline(
+    s: Settings, procs: dict[str, subprocess.Popen[bytes]], impressions: int, logs: Path
+) -> dict[str, int]:
+    """Stop each worker once everything upstream of it is through, in flow order: the
+    enriched sink when its ledger covers one record per generated impression, the labeler
+    when its group has committed the whole enriched topic, the labels sink when its ledger
+    covers every label the labeler wrote. A stage that makes no progress for
+    `demo.stall_timeout_s` is stopped where it is (the report then shows what is missing).
+
+    Returns:
+        worker name -> exit code (0: it committed what it held and stopped cleanly).
+    """
+    from serving.labeler.labeler import SOURCE_TOPIC
+    from streams.kafka_io import group_offsets
     from streams.offsets import committed_offsets
 
-    table = open_catalog(s).load_table(f"{s.catalog.namespace}.labels")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and sink.poll() is None:
-        table = table.refresh()
-        if sum(committed_offsets(table, "labels").values()) >= labels:
+    catalog = open_catalog(s)
+    ns = s.catalog.namespace
+
+    def ledger(table: str, topic: str) -> int:
+        return sum(committed_offsets(catalog.load_table(f"{ns}.{table}"), topic).values())
+
+    enriched = _drain_stage(
+        s,
+        "enriched sink",
+        procs["enriched sink"],
+        impressions,
+        lambda: ledger("impressions_enriched", SOURCE_TOPIC),
+    )
+    _drain_stage(
+        s,
+        "labeler",
+        procs["labeler"],
+        enriched,
+        lambda: sum(group_offsets(s, s.labeler.group_id, SOURCE_TOPIC).values()),
+    )
+    labels = int(_last_json_line(logs / "demo-labeler.log").get("labels", 0))
+    _drain_stage(s, "labels sink", procs["labels sink"], labels, lambda: ledger("labels", "labels"))
+    return {name: proc.returncode for name, proc in procs.items()}
+
+
+def _drain_stage(
+    s: Settings,
+    name: str,
+    proc: subprocess.Popen[bytes],
+    target: int,
+    progress: Callable[[], int],
+) -> int:
+    """Poll `progress()` until it reaches `target` (or stalls, or the process ends), then
+    stop `proc` with SIGTERM (it finishes its step, commits and exits) and wait for it.
+
+    Returns:
+        The last progress seen.
+    """
+    done, last_change = -1, time.monotonic()
+    deadline = time.monotonic() + s.demo.timeout_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            now_done = progress()
+        except Exception as exc:  # the broker or catalog busy for a moment: ask again
+            log(f"{name}: progress unknown for now ({exc})")
+            now_done = done
+        if now_done != done:
+            done, last_change = now_done, time.monotonic()
+        if done >= target:
+            break
+        if time.monotonic() - last_change > s.demo.stall_timeout_s:
+            log(f"{name}: no progress for {s.demo.stall_timeout_s:.0f} s at {done}/{target}")
             break
         time.sleep(1.0)
-    sink.terminate()  # SIGTERM: it commits what it holds and exits
+    proc.terminate()
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    try:
+        return max(done, progress())
+    except Exception:
+        return done
 
 
 def _last_json_line(path: Path) -> dict[str, Any]:

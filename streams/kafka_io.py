@@ -67,3 +67,31 @@ def read_all(settings: Settings, topic: str, idle_timeout_s: float = 3.0) -> lis
         return records
     finally:
         reader.close()
+
+
+def group_offsets(settings: Settings, group_id: str, topic: str) -> dict[int, int]:
+    """The offsets consumer group `group_id` has committed on `topic`, by partition (the
+    next record it will read; partitions it never committed are absent).
+
+    Args:
+        settings: Where the broker is.
+        group_id: The consumer group.
+        topic: The topic whose partitions to report.
+
+    Returns:
+        partition -> committed offset.
+    """
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.broker.bootstrap, **settings.broker.client_options
+    )
+    try:
+        committed = admin.list_consumer_group_offsets(group_id)
+    finally:
+        admin.close()
+    return {
+        tp.partition: meta.offset
+        for tp, meta in committed.items()
+        if tp.topic == topic and meta.offset >= 0
+    }

@@ -27,7 +27,6 @@ def test_demo_runs_the_whole_platform_and_reports(settings: Settings) -> None:
     # A configured teacher would make this test depend on `make teacher`: use the quick one.
     env["FRESHLABEL_TEACHER__TEACHERS_DIR"] = str(settings.state_dir / "no-teachers")
     env["FRESHLABEL_DEMO__IMPRESSIONS"] = "3000"
-    env["FRESHLABEL_DEMO__IDLE_TIMEOUT_S"] = "20"
     result = subprocess.run(
         [sys.executable, "-m", "infra.cli", "demo"],
         env=env,
