@@ -128,9 +128,14 @@ class SinkSettings(BaseModel):
 
     batch_rows: int = 100_000
     batch_seconds: float = 60.0
-    # Prometheus metrics of a sink process on this port (127.0.0.1; one port per process,
-    # so set it per `sink run`); 0 disables the endpoint.
+    # Prometheus metrics of a sink process on this port (one port per process, so set it per
+    # `sink run`), with /healthz and /readyz beside /metrics; 0 disables the endpoint.
     metrics_port: int = 0
+    # Address the metrics endpoint binds: loopback here, 0.0.0.0 in a pod (production).
+    metrics_host: str = "127.0.0.1"
+    # /healthz answers 503 once the sink's loop has not turned for this long (a wedged
+    # process); above the longest commit, gate and reconnect pause it can take.
+    liveness_timeout_s: float = Field(default=300.0, gt=0)
     # Who reads which partition. "group": the Kafka consumer group splits them between sink
     # processes. "static": worker `worker_index` of `workers` takes every partition p with
     # p % workers == worker_index and never joins a group (for brokers whose group
@@ -424,8 +429,14 @@ class LabelerSettings(BaseModel):
     # retry after an outage or a timeout resumes instead of starting the batch over.
     score_chunk_rows: int = 256
     cache_memory_items: int = 200_000
-    # Prometheus metrics on this port (127.0.0.1); 0 disables the endpoint.
+    # Prometheus metrics on this port, with /healthz and /readyz beside /metrics; 0 disables
+    # the endpoint.
     metrics_port: int = 0
+    # Address the metrics endpoint binds: loopback here, 0.0.0.0 in a pod (production).
+    metrics_host: str = "127.0.0.1"
+    # /healthz answers 503 once the labeler's loop has not turned for this long; above the
+    # longest teacher call (`triton.request_timeout_s` times its retries) it can wait on.
+    liveness_timeout_s: float = Field(default=300.0, gt=0)
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
     # How long the broker may be away (connect, publish) before the labeler gives up.
@@ -494,6 +505,33 @@ class DemoSettings(BaseModel):
     timeout_s: float = 1_800.0
 
 
+class MonitoringSettings(BaseModel):
+    """Thresholds of the production alerts (infra/deploy/monitoring.py, docs/monitoring.md).
+
+    Rates are per second, averaged over `rate_window_s`; each alert fires once its
+    condition has held for `for_s` (the worker-down alert: `down_for_s`).
+    """
+
+    # Event time to row visible in Iceberg, at `freshness_quantile`, per table.
+    freshness_sla_s: float = Field(default=600.0, gt=0)
+    freshness_quantile: float = Field(default=0.95, gt=0, lt=1)
+    # Consumer lag alerts when it grew over this window and stands above `lag_min_records`.
+    lag_growth_window_s: float = Field(default=900.0, gt=0)
+    lag_min_records: int = Field(default=10_000, ge=0)
+    # Dead letters (all DLQs) and quarantined rows per second.
+    dlq_rate_per_s: float = Field(default=1.0, ge=0)
+    quarantine_rate_per_s: float = Field(default=1.0, ge=0)
+    # Failed teacher calls per second, and the p95 of one teacher batch call.
+    teacher_error_rate_per_s: float = Field(default=0.1, ge=0)
+    teacher_latency_p95_s: float = Field(default=5.0, gt=0)
+    rate_window_s: float = Field(default=600.0, gt=0)
+    for_s: float = Field(default=600.0, ge=0)
+    down_for_s: float = Field(default=300.0, ge=0)
+    scrape_interval_s: float = Field(default=30.0, gt=0)
+    # Where the alerts' runbook links point (docs/monitoring.md, one section per alert).
+    runbook_url: str = "docs/monitoring.md"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRESHLABEL_", env_nested_delimiter="__", extra="forbid"
@@ -516,6 +554,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     labeler: LabelerSettings = Field(default_factory=LabelerSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @classmethod
     def settings_customise_sources(
