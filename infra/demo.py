@@ -360,6 +360,13 @@ def _measure(s: Settings, produced: dict[str, int], labeler: dict[str, Any]) -> 
         "dlq_by_topic": {t: n for t, n in dlq.items() if n},
         "pit_violations": len(violations),
         "pit_violation_examples": [str(v) for v in violations[:5]],
+        # Share of enriched rows that carry each feature (the joins really found versions).
+        "feature_coverage": {
+            f: round(1 - enriched.column(f).null_count / enriched.num_rows, 4)
+            if enriched.num_rows
+            else 0.0
+            for f in ("title", "caption", "board_titles", "top_queries")
+        },
         "labels_rows": labels.num_rows,
         "labels_by_version": dict(by_version),
         "label_duplicates": len(label_keys) - len(set(label_keys)),
@@ -396,6 +403,7 @@ def print_report(report: dict[str, Any]) -> None:
         f"({report['enriched_duplicates']} duplicates, {report['missing_enriched']} missing)"
     )
     print(f"point-in-time        {report['pit_violations']} violations against the truth")
+    print(f"feature coverage     {report['feature_coverage']}")
     print(f"dead letters         {report['dlq_records']} {report['dlq_by_topic']}")
     print(
         f"labels               {report['labels_rows']} rows {report['labels_by_version']}, "

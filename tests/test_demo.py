@@ -43,6 +43,10 @@ def test_demo_runs_the_whole_platform_and_reports(settings: Settings) -> None:
     assert report["events_produced"]["impressions"] == report["impressions_generated"]
     assert report["enriched_rows"] == report["impressions_generated"]
     assert report["enriched_duplicates"] == 0 and report["pit_violations"] == 0
+    # The features are really there, not all null.
+    coverage = report["feature_coverage"]
+    assert coverage["title"] > 0.9, coverage
+    assert coverage["caption"] > 0.25 and coverage["top_queries"] > 0.1, coverage
     assert report["labels_rows"] == report["enriched_rows"]
     assert report["label_duplicates"] == 0 and report["unlabeled_impressions"] == 0
     assert set(report["labels_by_version"]) == {report["teacher"]["version"]}
