@@ -73,6 +73,15 @@ class ObjectStoreSettings(BaseModel):
         return f"http://{self.host}:{self.s3_port}"
 
 
+# Topics a Flink window reads, with the FlinkSettings window (days) and slide (hours) of it:
+# their
+# retention must cover that window, so a restore or a fresh deploy can refill it.
+WINDOWED_TOPICS: dict[str, tuple[str, str]] = {
+    "board_saves": ("top_boards_window_days", "top_boards_slide_hours"),
+    "engagements": ("top_queries_window_days", "top_queries_slide_hours"),
+}
+
+
 class TopicSettings(BaseModel):
     default_partitions: int = 4
     partitions: dict[str, int] = Field(
@@ -80,6 +89,16 @@ class TopicSettings(BaseModel):
     )
     dlq_partitions: int = 1
     replication_factor: int = 1
+    # Changelogs keyed by pin: compacted, so the latest version of every pin is kept
+    # forever and a fresh deploy still finds it after the delete retention has passed.
+    compacted: list[str] = Field(default_factory=lambda: ["pin_content", "pin_captions"])
+    # Retention (days) of every topic that is neither compacted nor windowed, unless
+    # `retention_days` names it.
+    default_retention_days: float = Field(default=7.0, gt=0)
+    retention_days: dict[str, float] = Field(default_factory=dict)
+    # Windowed topics keep their window (plus one slide) plus this margin: time to restore
+    # a job or replay a window before the oldest records of it are deleted.
+    window_margin_days: float = Field(default=2.0, ge=0)
 
     def partitions_for(self, topic: str) -> int:
         if topic.endswith(".dlq"):
@@ -532,6 +551,122 @@ class MonitoringSettings(BaseModel):
     runbook_url: str = "docs/monitoring.md"
 
 
+class ComponentResources(BaseModel):
+    """CPU (cores) and memory (Kubernetes quantity) of one pod of a component."""
+
+    cpu: float = Field(default=1.0, gt=0)
+    memory: str = "1Gi"
+
+
+class DeploySettings(BaseModel):
+    """What only a Kubernetes deployment needs (`freshlabel deploy render`, infra/deploy/).
+
+    Numbers the platform itself uses (partitions, batch sizes, windows, ports) are not here:
+    the renderer reads them from the rest of `Settings`, so the cluster and the embedded
+    stack cannot drift. Secrets never appear here: workers get them from the Secret named
+    `secret_name` as `FRESHLABEL_*` environment variables.
+    """
+
+    namespace: str = "freshlabel"
+    # Images (infra/images/): <registry>/<name>:<image_tag>; registry "" for a bare name.
+    registry: str = ""
+    image_tag: str = "dev"
+    flink_image: str = "freshlabel-flink"
+    platform_image: str = "freshlabel-platform"
+    triton_image: str = "freshlabel-triton"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    # Existing Secret whose keys are FRESHLABEL_* variables (broker password, catalog
+    # credential, S3 keys); mounted as environment into every worker and the Flink job.
+    secret_name: str = "freshlabel-secrets"
+    # Where the settings profile is mounted in every pod (FRESHLABEL_CONFIG points at it).
+    config_mount_dir: str = "/etc/freshlabel"
+    # Prometheus port of a sink or the labeler when its own metrics_port is 0.
+    metrics_port: int = Field(default=9400, gt=0, lt=65536)
+    # Seconds of failed liveness probes before a worker is restarted.
+    liveness_failure_s: int = Field(default=60, gt=0)
+    probe_period_s: int = Field(default=10, gt=0)
+    sink_resources: ComponentResources = Field(
+        default_factory=lambda: ComponentResources(cpu=1.0, memory="4Gi")
+    )
+    labeler_resources: ComponentResources = Field(
+        default_factory=lambda: ComponentResources(cpu=1.0, memory="2Gi")
+    )
+    triton_resources: ComponentResources = Field(
+        default_factory=lambda: ComponentResources(cpu=4.0, memory="16Gi")
+    )
+    jobmanager_resources: ComponentResources = Field(
+        default_factory=lambda: ComponentResources(cpu=1.0, memory="2048m")
+    )
+    taskmanager_resources: ComponentResources = Field(
+        default_factory=lambda: ComponentResources(cpu=2.0, memory="8192m")
+    )
+    # Topics a sink Deployment commits to Iceberg (one Deployment per topic/table).
+    sink_topics: list[str] = Field(default_factory=lambda: list(DERIVED_TOPICS))
+    # KEDA: replicas of sinks and labelers between min and max; max is always capped at
+    # the partition count of the topic the worker reads (more would sit idle).
+    sink_min_replicas: int = Field(default=1, ge=0)
+    sink_max_replicas: int | None = Field(default=None, ge=1)
+    labeler_min_replicas: int = Field(default=1, ge=0)
+    labeler_max_replicas: int | None = Field(default=None, ge=1)
+    # Consumer-group lag (records) per replica KEDA aims at.
+    sink_lag_threshold: int = Field(default=200_000, gt=0)
+    labeler_lag_threshold: int = Field(default=20_000, gt=0)
+    keda_polling_s: int = Field(default=30, gt=0)
+    keda_cooldown_s: int = Field(default=300, ge=0)
+    # KEDA TriggerAuthentication (created with the Kafka credentials, outside these
+    # manifests) its kafka triggers use; None: the cluster needs no authentication.
+    keda_kafka_auth: str | None = None
+    # Prometheus that KEDA asks for Triton's queue time.
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    # Triton: replicas, GPUs per replica, the average queue time per request (µs) KEDA
+    # keeps each replica under, and how long a replica may take to load its models.
+    triton_min_replicas: int = Field(default=1, ge=1)
+    triton_max_replicas: int = Field(default=4, ge=1)
+    triton_gpus: int = Field(default=1, ge=0)
+    triton_queue_target_us: float = Field(default=50_000.0, gt=0)
+    triton_startup_timeout_s: int = Field(default=600, gt=0)
+    # Model repositories on object storage: one per teacher version, at
+    # <triton_repository_uri>/<teacher_version> (what `freshlabel teacher export` wrote).
+    triton_repository_uri: str = "s3://freshlabel-models/triton"
+    teacher_version: str = "1"
+    # Flink (Kubernetes operator): checkpoints, savepoints and HA metadata under this root.
+    flink_state_uri: str = "s3://freshlabel-flink/enrich"
+    flink_service_account: str = "flink"
+    taskmanager_replicas: int | None = Field(default=None, ge=1)
+    # An upgrade with state is a manifest change: a new nonce makes the operator take a
+    # savepoint; initial_savepoint restores a fresh deployment from one.
+    flink_initial_savepoint: str | None = None
+    flink_savepoint_nonce: int | None = None
+    # Flink autoscaler (job.autoscaler.*); max parallelism None: the largest partition
+    # count of the job's input topics (a source gets no more than one task a partition).
+    autoscaler_enabled: bool = True
+    autoscaler_target_utilization: float = Field(default=0.7, gt=0, le=1)
+    autoscaler_metrics_window_s: int = Field(default=600, gt=0)
+    autoscaler_stabilization_s: int = Field(default=300, ge=0)
+    autoscaler_max_parallelism: int | None = Field(default=None, ge=1)
+
+    def image(self, name: str) -> str:
+        """The full reference of image `name` (one of the *_image fields)."""
+        prefix = f"{self.registry.rstrip('/')}/" if self.registry else ""
+        return f"{prefix}{name}:{self.image_tag}"
+
+    @property
+    def triton_repository(self) -> str:
+        return f"{self.triton_repository_uri.rstrip('/')}/{self.teacher_version}"
+
+    @property
+    def checkpoints_uri(self) -> str:
+        return f"{self.flink_state_uri.rstrip('/')}/checkpoints"
+
+    @property
+    def savepoints_uri(self) -> str:
+        return f"{self.flink_state_uri.rstrip('/')}/savepoints"
+
+    @property
+    def ha_uri(self) -> str:
+        return f"{self.flink_state_uri.rstrip('/')}/ha"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FRESHLABEL_", env_nested_delimiter="__", extra="forbid"
@@ -554,6 +689,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = Field(default_factory=QualitySettings)
     labeler: LabelerSettings = Field(default_factory=LabelerSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @classmethod
@@ -593,6 +729,38 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def platform_topics(self) -> list[str]:
+        """Every topic the platform reads or writes: events, derived topics, their DLQs,
+        data-quality alerts and the Flink clock topic."""
+        extra = [self.quality.alerts_topic, self.flink.clock_topic]
+        return list(dict.fromkeys([*self.topics.all_topics, *extra]))
+
+    def topic_config(self, topic: str) -> dict[str, str]:
+        """Kafka topic configuration of `topic`: compaction for the pin changelogs,
+        retention >= window + slide + margin for windowed inputs, the default otherwise.
+
+        Args:
+            topic: a topic name (any; unknown ones get the default retention).
+
+        Returns:
+            `cleanup.policy` and, for deleted topics, `retention.ms` (strings, as Kafka
+            and Strimzi take them).
+        """
+        t = self.topics
+        if topic in t.compacted:
+            return {"cleanup.policy": "compact"}
+        if topic in t.retention_days:
+            days = t.retention_days[topic]
+        elif topic in WINDOWED_TOPICS:
+            window_field, slide_field = WINDOWED_TOPICS[topic]
+            window_days = getattr(self.flink, window_field)
+            slide_days = getattr(self.flink, slide_field) / 24
+            days = window_days + slide_days + t.window_margin_days
+        else:
+            days = t.default_retention_days
+        return {"cleanup.policy": "delete", "retention.ms": str(round(days * 86_400_000))}
 
 
 def load_settings(**overrides: Any) -> Settings:
