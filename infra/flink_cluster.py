@@ -78,26 +78,45 @@ def rest_url(settings: Settings) -> str:
     return f"http://{settings.flink.host}:{settings.flink.rest_port}"
 
 
-def cluster_config(settings: Settings) -> dict[str, Any]:
-    """The flat config.yaml: loopback only, our ports, our folders, enough slots."""
+def cluster_tuning(settings: Settings) -> dict[str, Any]:
+    """The cluster options that do not depend on where it runs: failover, slots, managed
+    memory for RocksDB. The embedded cluster and the Kubernetes FlinkDeployment
+    (infra/deploy/render.py) both take them from here.
+
+    Args:
+        settings: the platform settings (flink.*).
+
+    Returns:
+        Flink option -> value.
+    """
     f = settings.flink
-    base = flink_dir(settings)
     return {
-        "jobmanager.rpc.address": f.host,
-        "jobmanager.rpc.port": f.jobmanager_rpc_port,
-        "jobmanager.bind-host": f.host,
-        "jobmanager.memory.process.size": f.jobmanager_memory,
         "jobmanager.execution.failover-strategy": "region",
-        "taskmanager.host": f.host,
-        "taskmanager.bind-host": f.host,
         "taskmanager.numberOfTaskSlots": max(f.task_slots, f.parallelism),
-        "taskmanager.memory.process.size": f.taskmanager_memory,
         # RocksDB's block cache and write buffers live in managed memory; the heap backend
         # does not use it, so it then gets a sliver.
         "taskmanager.memory.managed.fraction": (
             f.managed_memory_fraction if f.state_backend == "rocksdb" else 0.05
         ),
         "parallelism.default": f.parallelism,
+        "state.backend.type": f.state_backend,
+        "execution.checkpointing.incremental": f.incremental_checkpoints,
+    }
+
+
+def cluster_config(settings: Settings) -> dict[str, Any]:
+    """The flat config.yaml: loopback only, our ports, our folders, enough slots."""
+    f = settings.flink
+    base = flink_dir(settings)
+    return {
+        **cluster_tuning(settings),
+        "jobmanager.rpc.address": f.host,
+        "jobmanager.rpc.port": f.jobmanager_rpc_port,
+        "jobmanager.bind-host": f.host,
+        "jobmanager.memory.process.size": f.jobmanager_memory,
+        "taskmanager.host": f.host,
+        "taskmanager.bind-host": f.host,
+        "taskmanager.memory.process.size": f.taskmanager_memory,
         "rest.address": f.host,
         "rest.bind-address": f.host,
         "rest.port": f.rest_port,
@@ -107,8 +126,6 @@ def cluster_config(settings: Settings) -> dict[str, Any]:
         "taskmanager.rpc.port": "0",
         "taskmanager.data.port": "0",
         "metrics.internal.query-service.port": "0",
-        "state.backend.type": f.state_backend,
-        "execution.checkpointing.incremental": f.incremental_checkpoints,
         "execution.checkpointing.dir": (checkpoints_dir(settings)).as_uri(),
         "execution.checkpointing.savepoint-dir": (savepoints_dir(settings)).as_uri(),
         "io.tmp.dirs": str(base / "tmp"),

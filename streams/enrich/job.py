@@ -18,25 +18,26 @@ from infra.config import Settings
 from streams.enrich.sql import render, state_ttl_s
 
 
-def flink_config(settings: Settings, from_savepoint: str | None, local: bool) -> dict[str, str]:
+def job_config(settings: Settings) -> dict[str, str]:
+    """The job's own configuration, the same wherever it runs (the embedded cluster, a
+    session cluster, or the Flink Kubernetes operator: infra/deploy/render.py puts exactly
+    these into the FlinkDeployment).
+
+    Args:
+        settings: the platform settings (flink.*).
+
+    Returns:
+        Flink option -> value, as strings.
+    """
     f = settings.flink
-    jars = ";".join(
-        require(settings.tools_dir, jar).as_uri()
-        for jar in (KAFKA_CONNECTOR_JAR, KAFKA_CLIENTS_JAR)
-    )
-    state = settings.state_dir / "flink"
-    config = {
+    return {
         "pipeline.name": f.job_name,
-        "pipeline.jars": jars,
         "pipeline.object-reuse": "true",
-        "python.executable": sys.executable,
         "parallelism.default": str(f.parallelism),
         "table.local-time-zone": "UTC",
         # Without it a partition that never receives data holds every watermark back.
         "table.exec.source.idle-timeout": f"{round(f.source_idle_timeout_s * 1000)} ms",
         "execution.checkpointing.interval": f"{round(f.checkpoint_interval_s * 1000)} ms",
-        "execution.checkpointing.dir": (state / "checkpoints").as_uri(),
-        "execution.checkpointing.savepoint-dir": (state / "savepoints").as_uri(),
         # Kept when the job is cancelled or the cluster goes down without a savepoint, so
         # `jobs deploy enrich --from-savepoint <checkpoints/JOB/chk-N>` can still resume.
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
@@ -52,6 +53,24 @@ def flink_config(settings: Settings, from_savepoint: str | None, local: bool) ->
         "state.backend.rocksdb.timer-service.factory": "HEAP",
         # Per-pin state untouched this long is dropped (docs/enrichment.md, "State").
         "table.exec.state.ttl": f"{round(state_ttl_s(settings) * 1000)} ms",
+    }
+
+
+def flink_config(settings: Settings, from_savepoint: str | None, local: bool) -> dict[str, str]:
+    """`job_config` plus what submitting from this machine needs: the connector jars, this
+    interpreter, checkpoint and savepoint folders under the state folder, the cluster."""
+    f = settings.flink
+    jars = ";".join(
+        require(settings.tools_dir, jar).as_uri()
+        for jar in (KAFKA_CONNECTOR_JAR, KAFKA_CLIENTS_JAR)
+    )
+    state = settings.state_dir / "flink"
+    config = {
+        **job_config(settings),
+        "pipeline.jars": jars,
+        "python.executable": sys.executable,
+        "execution.checkpointing.dir": (state / "checkpoints").as_uri(),
+        "execution.checkpointing.savepoint-dir": (state / "savepoints").as_uri(),
     }
     if not local:
         config.update(
@@ -79,9 +98,20 @@ def table_environment(config: dict[str, str]):  # type: ignore[no-untyped-def]
     )
 
 
-def submit(settings: Settings, from_savepoint: str | None = None, local: bool = False) -> str:
-    """Create the tables and views, submit the INSERTs as one job; returns its job id."""
-    t_env = table_environment(flink_config(settings, from_savepoint, local))
+def submit(
+    settings: Settings,
+    from_savepoint: str | None = None,
+    local: bool = False,
+    application: bool = False,
+) -> str:
+    """Create the tables and views, submit the INSERTs as one job; returns its job id.
+
+    `application`: this process is the job's main inside a Flink application cluster (the
+    Kubernetes operator runs `-py streams/enrich/job.py --application`); the cluster's own
+    configuration supplies the jars, folders and restore path, so only `job_config` is set.
+    """
+    config = job_config(settings) if application else flink_config(settings, from_savepoint, local)
+    t_env = table_environment(config)
     job = render(settings)
     for statement in job.ddl:
         t_env.execute_sql(statement)
@@ -115,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--from-savepoint", help="restore the job's state from this savepoint")
     parser.add_argument("--explain", action="store_true", help="print the plan, submit nothing")
+    parser.add_argument(
+        "--application",
+        action="store_true",
+        help="run as the main of a Flink application cluster (the Kubernetes operator)",
+    )
     args = parser.parse_args(argv)
     if args.settings_json == "-":
         settings = Settings(**json.loads(sys.stdin.read()))
@@ -125,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.explain:
         print(explain(settings))
         return 0
-    job_id = submit(settings, args.from_savepoint)
+    job_id = submit(settings, args.from_savepoint, application=args.application)
     print(json.dumps({"job_id": job_id, "job_name": settings.flink.job_name}))
     return 0
 
