@@ -71,6 +71,12 @@ log = logging.getLogger(__name__)
 _BROKER_ERRORS = (KafkaError, ConnectionError, TimeoutError)
 
 
+def sink_group_id(table_name: str) -> str:
+    """The consumer group of the sinks of `table_name` (unless `--group` names another); the
+    Kubernetes autoscaler reads its lag (infra/deploy/render.py)."""
+    return f"freshlabel-sink-{table_name}"
+
+
 class SinkError(RuntimeError):
     """The sink cannot go on; the message names the cause and what to do."""
 
@@ -160,7 +166,7 @@ class IcebergSink:
     ) -> None:
         self.settings = settings
         self.topic = topic
-        self.group_id = group_id or f"freshlabel-sink-{table_name}"
+        self.group_id = group_id or sink_group_id(table_name)
         cfg = self.cfg = settings.sink
         self.batch_rows = batch_rows or cfg.batch_rows
         self.batch_seconds = batch_seconds if batch_seconds is not None else cfg.batch_seconds
