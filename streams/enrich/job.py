@@ -56,22 +56,28 @@ def job_config(settings: Settings) -> dict[str, str]:
     }
 
 
-def flink_config(settings: Settings, from_savepoint: str | None, local: bool) -> dict[str, str]:
-    """`job_config` plus what submitting from this machine needs: the connector jars, this
-    interpreter, checkpoint and savepoint folders under the state folder, the cluster."""
+def flink_config(
+    settings: Settings, from_savepoint: str | None, local: bool, application: bool = False
+) -> dict[str, str]:
+    """`job_config` plus the connector jars and this interpreter; then, unless this process
+    is the main of an application cluster (whose own configuration, the FlinkDeployment,
+    says where state goes and what it restores from), checkpoint and savepoint folders under
+    the state folder and the cluster to submit to."""
     f = settings.flink
     jars = ";".join(
         require(settings.tools_dir, jar).as_uri()
         for jar in (KAFKA_CONNECTOR_JAR, KAFKA_CLIENTS_JAR)
     )
-    state = settings.state_dir / "flink"
     config = {
         **job_config(settings),
         "pipeline.jars": jars,
         "python.executable": sys.executable,
-        "execution.checkpointing.dir": (state / "checkpoints").as_uri(),
-        "execution.checkpointing.savepoint-dir": (state / "savepoints").as_uri(),
     }
+    if application:
+        return config
+    state = settings.state_dir / "flink"
+    config["execution.checkpointing.dir"] = (state / "checkpoints").as_uri()
+    config["execution.checkpointing.savepoint-dir"] = (state / "savepoints").as_uri()
     if not local:
         config.update(
             {
@@ -108,10 +114,9 @@ def submit(
 
     `application`: this process is the job's main inside a Flink application cluster (the
     Kubernetes operator runs `-py streams/enrich/job.py --application`); the cluster's own
-    configuration supplies the jars, folders and restore path, so only `job_config` is set.
+    configuration supplies the state folders and the restore path.
     """
-    config = job_config(settings) if application else flink_config(settings, from_savepoint, local)
-    t_env = table_environment(config)
+    t_env = table_environment(flink_config(settings, from_savepoint, local, application))
     job = render(settings)
     for statement in job.ddl:
         t_env.execute_sql(statement)
