@@ -580,8 +580,14 @@ class DeploySettings(BaseModel):
     secret_name: str = "freshlabel-secrets"
     # Where the settings profile is mounted in every pod (FRESHLABEL_CONFIG points at it).
     config_mount_dir: str = "/etc/freshlabel"
+    # Strimzi: the Kafka cluster (label strimzi.io/cluster) and the namespace its Topic
+    # Operator watches (None: `namespace`).
+    kafka_cluster: str = "kafka"
+    kafka_namespace: str | None = None
     # Prometheus port of a sink or the labeler when its own metrics_port is 0.
     metrics_port: int = Field(default=9400, gt=0, lt=65536)
+    # Seconds a stopped sink or labeler gets to commit what it holds before it is killed.
+    termination_grace_s: int = Field(default=120, ge=0)
     # Seconds of failed liveness probes before a worker is restarted.
     liveness_failure_s: int = Field(default=60, gt=0)
     probe_period_s: int = Field(default=10, gt=0)
@@ -624,6 +630,8 @@ class DeploySettings(BaseModel):
     triton_max_replicas: int = Field(default=4, ge=1)
     triton_gpus: int = Field(default=1, ge=0)
     triton_queue_target_us: float = Field(default=50_000.0, gt=0)
+    # Window (s) of the queue-time rates KEDA compares with the target.
+    triton_queue_window_s: int = Field(default=120, gt=0)
     triton_startup_timeout_s: int = Field(default=600, gt=0)
     # Model repositories on object storage: one per teacher version, at
     # <triton_repository_uri>/<teacher_version> (what `freshlabel teacher export` wrote).
