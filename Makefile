@@ -4,7 +4,7 @@ VENV := .venv
 FLINK_VENV := .venv-flink
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: setup demo test lint lock clean teacher
+.PHONY: setup demo test lint lock clean teacher images
 setup: $(VENV)/.installed $(FLINK_VENV)/.installed .tools/.installed
 
 $(VENV)/.installed: requirements/platform.txt requirements/platform.lock pyproject.toml
@@ -50,6 +50,17 @@ lock:
 	/tmp/freshlabel-lock/bin/pip install $(PIP_FLAGS) -r requirements/flink.txt
 	/tmp/freshlabel-lock/bin/pip freeze --exclude-editable > requirements/flink.lock
 	rm -rf /tmp/freshlabel-lock
+
+# The production images (infra/images/*/Dockerfile; docs/operations.md). Not built by CI here
+# (no docker); tests/test_images.py checks their pins against the lock files instead.
+# FLINK_VERSION comes from the lock, so the job image runs the Flink that PyFlink was built for.
+IMAGE_PREFIX ?= freshlabel
+IMAGE_TAG ?= $(shell git rev-parse --short HEAD)
+FLINK_VERSION := $(shell sed -n 's/^apache-flink==//p' requirements/flink.lock)
+images:
+	docker build -f infra/images/flink/Dockerfile --build-arg FLINK_VERSION=$(FLINK_VERSION) -t $(IMAGE_PREFIX)-flink:$(IMAGE_TAG) .
+	docker build -f infra/images/platform/Dockerfile -t $(IMAGE_PREFIX)-platform:$(IMAGE_TAG) .
+	docker build -f infra/images/triton/Dockerfile -t $(IMAGE_PREFIX)-triton:$(IMAGE_TAG) .
 
 clean:
 	rm -rf $(VENV) $(FLINK_VENV) .tools
