@@ -33,7 +33,6 @@ LABELER = "freshlabel-labeler"
 TRITON = "freshlabel-triton"
 # Prometheus `job` of each scrape (the ServiceMonitor's jobLabel is NAME_LABEL).
 SCRAPE_JOBS = (SINK, LABELER, TRITON)
-DEFAULT_NAMESPACE = "freshlabel"
 DASHBOARD_UID = "freshlabel-platform"
 
 
@@ -50,23 +49,30 @@ def selector_labels(app: str) -> dict[str, str]:
 
 
 def _namespace(settings: Settings) -> str:
-    deploy = getattr(settings, "deploy", None)
-    return str(getattr(deploy, "namespace", None) or DEFAULT_NAMESPACE)
+    return settings.deploy.namespace
 
 
-def _worker_metrics_port(settings: Settings, worker: str) -> int:
-    """The port number a worker's metrics Service exposes (the pod's named port behind it)."""
-    deploy = getattr(settings, "deploy", None)
-    port = getattr(deploy, "metrics_port", None)
-    if port:
-        return int(port)
-    configured = settings.sink.metrics_port if worker == SINK else settings.labeler.metrics_port
-    if not configured:
-        raise ValueError(
-            f"no metrics port for {worker}: set deploy.metrics_port (or sink.metrics_port / "
-            "labeler.metrics_port) in the profile"
-        )
-    return configured
+def worker_metrics_port(settings: Settings, worker: str) -> int:
+    """The metrics port of a sink or labeler pod: its own setting, else `deploy.metrics_port`.
+
+    Args:
+        settings: The profile.
+        worker: SINK or LABELER.
+
+    Returns:
+        The port number (the pod names it METRICS_PORT).
+    """
+    own = settings.sink.metrics_port if worker == SINK else settings.labeler.metrics_port
+    return own or settings.deploy.metrics_port
+
+
+def _min_replicas(settings: Settings, job: str) -> int:
+    d = settings.deploy
+    return {
+        SINK: d.sink_min_replicas,
+        LABELER: d.labeler_min_replicas,
+        TRITON: d.triton_min_replicas,
+    }[job]
 
 
 def duration(seconds: float) -> str:
@@ -231,6 +237,8 @@ def alert_rules(settings: Settings) -> list[dict[str, Any]]:
             "Service.",
         )
         for job in SCRAPE_JOBS
+        # An app KEDA may scale to zero has no target then, and that is no fault.
+        if _min_replicas(settings, job) > 0
     ]
     return rules
 
@@ -239,7 +247,7 @@ def alert_rules(settings: Settings) -> list[dict[str, Any]]:
 
 
 def _metrics_service(settings: Settings, app: str) -> dict[str, Any]:
-    port = _worker_metrics_port(settings, app)
+    port = worker_metrics_port(settings, app)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -311,8 +319,6 @@ def monitoring_manifests(settings: Settings) -> list[dict[str, Any]]:
     Returns:
         Manifest dicts, in apply order.
 
-    Raises:
-        ValueError: no metrics port is configured for the workers.
     """
     manifests = [_metrics_service(settings, app) for app in (SINK, LABELER)]
     manifests += [_service_monitor(settings, app) for app in SCRAPE_JOBS]
