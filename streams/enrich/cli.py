@@ -1,4 +1,5 @@
-"""`freshlabel jobs deploy|list|stop`: the enrichment job on the embedded Flink cluster."""
+"""`freshlabel jobs deploy|list|stop`: the enrichment job on the embedded Flink cluster or a
+session cluster at flink.host:rest_port (docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -54,11 +55,15 @@ def _stop(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(subparsers: Any) -> None:
-    jobs = subparsers.add_parser("jobs", help="Flink jobs on the embedded cluster")
+    jobs = subparsers.add_parser("jobs", help="Flink jobs on the cluster at flink.host:rest_port")
     verbs = jobs.add_subparsers(dest="verb", required=True)
     p = verbs.add_parser("deploy", help="submit a job (it keeps running after the CLI exits)")
     p.add_argument("job", choices=operations.JOB_NAMES)
-    p.add_argument("--from-savepoint", metavar="PATH", help="restore state from a savepoint")
+    p.add_argument(
+        "--from-savepoint",
+        metavar="PATH",
+        help="restore state from a savepoint (a URI for a remote cluster)",
+    )
     p.set_defaults(handler=_deploy)
     p = verbs.add_parser("list", help="jobs on the cluster and their states")
     p.set_defaults(handler=_list)

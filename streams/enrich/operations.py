@@ -1,12 +1,19 @@
-"""Deploy, find and stop the enrichment job on the embedded (or any reachable) Flink cluster.
+"""Deploy, find and stop the enrichment job on the embedded Flink cluster or a session cluster.
 
 Runs in the platform environment: submission shells out to the Flink environment's
 interpreter (`streams/enrich/job.py`); everything else is Flink's REST API, which needs no
 py4j (PyFlink's own stop_with_savepoint is broken in 2.3).
+
+Only `flink.host:rest_port` names the cluster: nothing here reads PIDs or the cluster's
+FLINK_HOME. A cluster on this machine (the embedded one, or any on a loopback address)
+shares this filesystem, so its savepoints go under the state folder; a remote session
+cluster's go to `deploy.savepoints_uri` on object storage, the folder the operator's
+FlinkDeployment uses too, and a restore takes that URI as `stop` printed it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import time
@@ -44,6 +51,41 @@ def _flink_job_name(settings: Settings, job: str) -> str:
     return settings.flink.job_name
 
 
+def cluster_is_local(settings: Settings) -> bool:
+    """Whether the cluster at flink.host shares this machine's filesystem.
+
+    Args:
+        settings: the platform settings (flink.enabled, flink.host).
+
+    Returns:
+        True for the embedded cluster or any cluster on a loopback address; False for a
+        remote session cluster.
+    """
+    if settings.flink.enabled or settings.flink.host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(settings.flink.host).is_loopback
+    except ValueError:  # a host name: a remote cluster
+        return False
+
+
+def savepoint_target(settings: Settings) -> str:
+    """The directory `stop --savepoint` asks the cluster to write into, as a URI.
+
+    Args:
+        settings: the platform settings.
+
+    Returns:
+        `<state>/flink/savepoints` (created) for a local cluster, else
+        `deploy.savepoints_uri` (e.g. s3://.../savepoints).
+    """
+    if cluster_is_local(settings):
+        target = savepoints_dir(settings)
+        target.mkdir(parents=True, exist_ok=True)
+        return target.as_uri()
+    return settings.deploy.savepoints_uri
+
+
 def active_job(settings: Settings, job: str = "enrich") -> JobSummary | None:
     """The job of that name that is running (or about to), if any."""
     name = _flink_job_name(settings, job)
@@ -62,8 +104,17 @@ def deploy(
             f"{name} is already {running.state} as job {running.jid}; stop it first "
             "(`freshlabel jobs stop enrich --savepoint`)"
         )
-    if from_savepoint and "://" not in from_savepoint and not Path(from_savepoint).exists():
-        raise FlinkError(f"savepoint {from_savepoint} does not exist; pass the path `stop` printed")
+    if from_savepoint and "://" not in from_savepoint:
+        if not cluster_is_local(settings):
+            raise FlinkError(
+                f"savepoint {from_savepoint} is a path on this machine, which the cluster at "
+                f"{settings.flink.host} cannot read; pass the URI `jobs stop` printed "
+                f"(under {settings.deploy.savepoints_uri})"
+            )
+        if not Path(from_savepoint).exists():
+            raise FlinkError(
+                f"savepoint {from_savepoint} does not exist; pass the path `stop` printed"
+            )
     # The job subscribes to the clock topic too; a missing topic would fail the source.
     ensure_clock_topic(settings)
     argv = [str(flink_python(settings)), "-m", "streams.enrich.job", "--settings-json", "-"]
@@ -134,10 +185,11 @@ def root_cause(settings: Settings, job_id: str) -> str:
     return str(body.get("root-exception") or "no exception recorded")
 
 
-def savepoint_path(location: str) -> str:
-    """Flink answers `file:/dir/savepoint-x`; a local path is what `--from-savepoint` takes."""
+def savepoint_path(location: str, local: bool = True) -> str:
+    """Flink answers `file:/dir/savepoint-x`; for a cluster on this machine the local path is
+    what `--from-savepoint` takes, for a remote one the URI as it is (s3://...)."""
     parsed = urlparse(location)
-    return parsed.path if parsed.scheme == "file" else location
+    return parsed.path if local and parsed.scheme == "file" else location
 
 
 def wait_terminal(settings: Settings, job_id: str, timeout_s: float) -> str:
@@ -163,15 +215,14 @@ def stop(settings: Settings, job: str = "enrich", savepoint: bool = True) -> str
         request(settings, "PATCH", f"/jobs/{running.jid}?mode=cancel")
         wait_terminal(settings, running.jid, timeout_s)
         return None
-    target = savepoints_dir(settings)
-    target.mkdir(parents=True, exist_ok=True)
+    target = savepoint_target(settings)
     # drain=false: no MAX_WATERMARK, so buffered impressions stay in the savepoint and are
     # emitted after the restore instead of being flushed with incomplete features.
     trigger = request(
         settings,
         "POST",
         f"/jobs/{running.jid}/stop",
-        {"targetDirectory": target.as_uri(), "drain": False},
+        {"targetDirectory": target, "drain": False},
     )
     request_id = trigger["request-id"]
     deadline = time.monotonic() + timeout_s
@@ -183,6 +234,6 @@ def stop(settings: Settings, job: str = "enrich", savepoint: bool = True) -> str
                 cause = operation["failure-cause"].get("stack-trace", "")[:3000]
                 raise FlinkError(f"savepoint of {name} ({running.jid}) failed: {cause}")
             wait_terminal(settings, running.jid, timeout_s)
-            return savepoint_path(str(operation["location"]))
+            return savepoint_path(str(operation["location"]), cluster_is_local(settings))
         time.sleep(0.5)
     raise FlinkError(f"savepoint of {name} ({running.jid}) not done after {timeout_s:.0f}s")
