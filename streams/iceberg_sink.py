@@ -312,6 +312,10 @@ class IcebergSink:
                             "sink for %s: stopping during broker trouble (%r)", self.topic, exc
                         )
                         break
+                    self.metrics.tick()
+                    self.metrics.ready(
+                        False, f"broker {self.settings.broker.bootstrap} unreachable ({exc!r})"
+                    )
                     if now - outage_since > self.cfg.reconnect_timeout_s:
                         raise SinkError(
                             f"sink for {self.topic}: broker at {self.settings.broker.bootstrap} "
@@ -330,10 +334,12 @@ class IcebergSink:
                     self._disconnect()
                     time.sleep(delay)
         except BaseException as exc:
+            self.metrics.ready(False, "stopped on an error")
             self._disconnect()
             self._close_gate()
             self.metrics.write_status(error=f"{type(exc).__name__}: {exc}".splitlines()[0])
             raise
+        self.metrics.ready(False, "stopped")
         self._disconnect()
         self._close_gate()
         self.metrics.write_status(stopped=True)
@@ -360,6 +366,7 @@ class IcebergSink:
                         self.commit()
             if polled:
                 self.last_activity = time.monotonic()
+            self._report_health()
             if self._batch_due():
                 self.commit()
             if max_rows is not None and self.stats.rows_committed >= max_rows:
@@ -375,6 +382,18 @@ class IcebergSink:
             elif self.joined:
                 rejoins = 0
         self.commit()
+
+    def _report_health(self) -> None:
+        """Liveness, readiness and consumer lag for the metrics endpoint, once a loop turn."""
+        self.metrics.tick()
+        if self.joined:
+            held = sorted(tp.partition for tp in self.consumer.assignment())
+            self.metrics.ready(True, f"holding partitions {held} of {self.topic}")
+        else:
+            self.metrics.ready(
+                False, f"consumer group {self.group_id} has not assigned {self.topic} yet"
+            )
+        self.metrics.observe_lag(self.consumer, self.group_id)
 
     def _stuck_group(self, rejoins: int) -> None:
         """The group has not completed a join: after `join_attempts` fresh members, read
@@ -458,21 +477,26 @@ class IcebergSink:
         quarantined = self._judge(rows, batch, batch_id, ingested_at)
 
         def conflict(state: RetryCallState) -> None:
+            self.metrics.tick()  # retrying is progress, not a wedged loop
             self.stats.commit_conflicts += 1
             self.metrics.conflicts.inc()
             log.warning(
                 "commit conflict on %s, retrying (%d)", self.table_name, state.attempt_number
             )
 
-        for attempt in Retrying(
-            retry=retry_if_exception_type(CommitFailedException),
-            stop=stop_after_attempt(self.cfg.commit_attempts),
-            wait=wait_random_exponential(multiplier=0.05, max=2.0),
-            before_sleep=conflict,
-            reraise=True,
-        ):
-            with attempt:
-                self._commit_once(batch, rows, quarantined)
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception_type(CommitFailedException),
+                stop=stop_after_attempt(self.cfg.commit_attempts),
+                wait=wait_random_exponential(multiplier=0.05, max=2.0),
+                before_sleep=conflict,
+                reraise=True,
+            ):
+                with attempt:
+                    self._commit_once(batch, rows, quarantined)
+        except Exception as exc:
+            self.metrics.commit_failed(exc)
+            raise
         self._courtesy_commit(batch)
 
     def _judge(

@@ -1,7 +1,11 @@
-"""The sink's health: Prometheus metrics and the status file `freshlabel status` shows.
+"""The sink's health: Prometheus metrics, /healthz and /readyz on the metrics port, and the
+status file `freshlabel status` shows.
 
 Freshness here is "visible in Iceberg" lag: the commit time of the batch minus each row's
-`lag_field` (the impression's event time for enriched rows and labels).
+`lag_field` (the impression's event time for enriched rows and labels). Consumer lag is per
+partition the sink holds (infra/worker_health.py). Commit failures count commits that
+raised (after the conflict retries, or on a broker, catalog or storage error), apart from
+the conflicts that a retry absorbed.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from kafka import KafkaConsumer
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from infra.config import Settings
+from infra.worker_health import ConsumerLag, WorkerHealth
 from infra.worker_status import StatusFile, percentile
 
 LAG_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600, 86400)
@@ -38,6 +44,15 @@ class SinkMetrics:
         self.conflicts = counter(
             "commit_conflicts", "Commits another writer got in first (retried on a fresh ledger)"
         )
+        self.commit_failures = Counter(
+            "freshlabel_sink_commit_failures_total",
+            "Commits that raised (conflicts past sink.commit_attempts, broker, catalog or "
+            "storage errors); the batch is read again from the ledger",
+            ["table", "error"],
+            registry=self.registry,
+        )
+        self.health = WorkerHealth(self.registry, settings.sink.liveness_timeout_s)
+        self.lag = ConsumerLag(self.registry)
         self.counts: dict[str, object] = {}
         self.visible_lag = Histogram(
             "freshlabel_visible_lag_seconds",
@@ -49,9 +64,25 @@ class SinkMetrics:
         self._lags: deque[float] = deque(maxlen=10_000)
         self.status_file = StatusFile(settings, f"sink-{table_name}")
         if settings.sink.metrics_port:
-            start_http_server(settings.sink.metrics_port, addr="127.0.0.1", registry=self.registry)
+            self.health.serve(settings.sink.metrics_host, settings.sink.metrics_port)
         # Visible from the start: a sink killed before its first commit is still listed.
         self.write_status()
+
+    def tick(self) -> None:
+        """The sink's loop turned (liveness)."""
+        self.health.tick()
+
+    def ready(self, ok: bool, reason: str = "") -> None:
+        """Whether the sink can work now, and why (not); /readyz shows the reason."""
+        self.health.ready(ok, reason)
+
+    def observe_lag(self, consumer: KafkaConsumer, group: str) -> None:
+        """Refresh the consumer lag of the partitions held (at most once a second)."""
+        self.lag.observe(consumer, group)
+
+    def commit_failed(self, error: BaseException) -> None:
+        """A commit raised `error` (its type becomes the `error` label)."""
+        self.commit_failures.labels(self.table_name, type(error).__name__).inc()
 
     def record_commit(self, rows: pa.Table, committed_at: float, quarantined: int) -> None:
         self.rows.inc(rows.num_rows)

@@ -458,6 +458,7 @@ class Labeler:
                         break
                     last_rows = time.monotonic()
                 self.metrics.observe_backlog(self.consumer)
+                self._report_health()
                 if max_rows is not None and self.stats.rows >= max_rows:
                     break
                 idle = time.monotonic() - last_rows
@@ -470,9 +471,21 @@ class Labeler:
             self.close(error)
         return self.stats
 
+    def _report_health(self) -> None:
+        """Liveness and readiness for the metrics endpoint, once a loop turn."""
+        self.metrics.tick()
+        if self.membership.assigned:
+            held = sorted(tp.partition for tp in self.consumer.assignment())
+            self.metrics.ready(True, f"holding partitions {held} of {SOURCE_TOPIC}")
+        else:
+            self.metrics.ready(
+                False, f"consumer group {self.cfg.group_id} has not assigned {SOURCE_TOPIC} yet"
+            )
+
     def close(self, error: str | None = None) -> None:
         """Leave the group without committing, and write the final status: stopped, or the
         error that ended the run."""
+        self.metrics.ready(False, "stopped" if error is None else "stopped on an error")
         try:
             self.consumer.close(autocommit=False, timeout_ms=10_000)
             self.producer.close(timeout=10)
@@ -595,6 +608,7 @@ class Labeler:
     def _note_outage(self, state: RetryCallState) -> None:
         self.stats.scorer_outages += 1
         self.metrics.scorer_errors.inc()
+        self.metrics.ready(False, f"teacher unavailable ({_error_of(state)})")
         wait = state.next_action.sleep if state.next_action else 0.0
         log.warning("teacher unavailable (%s); retrying in %.1f s", _error_of(state), wait)
 
@@ -604,6 +618,7 @@ class Labeler:
         self.membership.holding = True
         deadline = time.monotonic() + seconds
         while True:
+            self.metrics.tick()  # waiting on the teacher, not wedged
             if self.should_stop():
                 raise _Stopping()
             assigned = self.consumer.assignment()

@@ -1,4 +1,5 @@
-"""The labeler's health as Prometheus metrics, plus the status file `freshlabel status` reads."""
+"""The labeler's health: Prometheus metrics, /healthz and /readyz on the metrics port
+(infra/worker_health.py), plus the status file `freshlabel status` reads."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaConsumer
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from infra.config import Settings
+from infra.worker_health import ConsumerLag, WorkerHealth
 from infra.worker_status import StatusFile, percentile
 from schemas import EnrichedImpression, RelevanceLabel
 
@@ -59,30 +61,35 @@ class LabelerMetrics:
             buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600),
             registry=self.registry,
         )
+        self.health = WorkerHealth(self.registry, settings.labeler.liveness_timeout_s)
+        self.lag = ConsumerLag(self.registry)
+        self.group_id = settings.labeler.group_id
         self._recent: deque[tuple[float, int]] = deque()
         # Recent teacher calls and event lags, for the percentiles in the status file.
         self._latencies: deque[float] = deque(maxlen=1000)
         self._event_lags: deque[float] = deque(maxlen=10_000)
         if serve and settings.labeler.metrics_port:
-            start_http_server(
-                settings.labeler.metrics_port, addr="127.0.0.1", registry=self.registry
-            )
+            self.health.serve(settings.labeler.metrics_host, settings.labeler.metrics_port)
         # Visible from the start: a labeler killed before its first batch is still listed.
         self.write_status()
 
+    def tick(self) -> None:
+        """The labeler's loop turned (liveness)."""
+        self.health.tick()
+
+    def ready(self, ok: bool, reason: str = "") -> None:
+        """Whether the labeler can work now, and why (not); /readyz shows the reason."""
+        self.health.ready(ok, reason)
+
     def observe_backlog(self, consumer: KafkaConsumer) -> None:
-        backlog = 0
-        for tp in consumer.assignment():
-            # The high watermark from fetch responses: ListOffsets "latest" is wrong on Tansu.
-            high = consumer.highwater(tp)
-            position = consumer.position(tp) if high is not None else None
-            if high is not None and position is not None:
-                backlog += max(0, high - position)
-        self.backlog.set(backlog)
+        """Backlog and per-partition consumer lag of the partitions held: the high watermark
+        from fetch responses (ListOffsets "latest" is wrong on Tansu) minus the position."""
+        self.backlog.set(self.lag.observe(consumer, self.group_id, force=True))
 
     def observe_teacher(self, seconds: float) -> None:
         self.scorer_latency.observe(seconds)
         self._latencies.append(seconds)
+        self.health.tick()  # a teacher call returned: the loop is moving
 
     def record_batch(
         self, labels: Sequence[RelevanceLabel], rows: Sequence[EnrichedImpression], hit_rate: float

@@ -1,0 +1,201 @@
+"""Liveness, readiness and consumer lag of a long-running worker (a sink, the labeler),
+served with its Prometheus metrics on one port.
+
+The guarantee:
+- `GET /healthz` answers 200 while the worker's loop has turned (`tick()`) within
+  `liveness_timeout_s`, and 503 once it has not: a wedged loop fails it even though the
+  HTTP thread still answers, so Kubernetes restarts the pod.
+- `GET /readyz` answers 200 while the worker last said it can work (`ready(True, ...)`:
+  connected and holding an assignment), else 503 with the one-line reason it gave; a worker
+  starts not ready. `freshlabel_worker_ready` exports the same as 1/0.
+- `GET /metrics` is prometheus_client's own exposition of the worker's registry.
+- `freshlabel_consumer_lag_records{group,topic,partition}` is the high watermark minus the
+  position of each partition the worker holds, from kafka-python's `highwater()` (taken
+  from fetch responses; ListOffsets "latest" is wrong on the embedded broker); partitions it
+  no longer holds are dropped, so a group's lag summed over its members counts each once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape and probe."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+
+class WorkerHealth:
+    """A worker's liveness and readiness, fed by its loop and served over HTTP."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        liveness_timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """
+        Args:
+            registry: The worker's metrics registry (gets `freshlabel_worker_ready`).
+            liveness_timeout_s: /healthz fails once the loop has not ticked for this long.
+            clock: Monotonic seconds (tests pass a fake one).
+        """
+        self.registry = registry
+        self.liveness_timeout_s = liveness_timeout_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last_tick = clock()  # starting counts as a turn of the loop
+        self._ready = False
+        self._reason = "starting"
+        self._ready_gauge = Gauge(
+            "freshlabel_worker_ready",
+            "1 while the worker can work (connected, holding an assignment), else 0",
+            registry=registry,
+        )
+        self._server: WSGIServer | None = None
+
+    def tick(self) -> None:
+        """The loop turned: the worker is alive."""
+        self._last_tick = self.clock()
+
+    def ready(self, ok: bool, reason: str = "") -> None:
+        """Set readiness, with the one-line reason /readyz shows (why not, or what it holds)."""
+        with self._lock:
+            self._ready = ok
+            self._reason = " ".join(reason.split()) or ("ready" if ok else "not ready")
+        self._ready_gauge.set(1 if ok else 0)
+
+    def liveness(self) -> tuple[bool, str]:
+        """(alive, reason): alive while the loop ticked within `liveness_timeout_s`."""
+        idle = self.clock() - self._last_tick
+        if idle > self.liveness_timeout_s:
+            return False, (
+                f"the worker loop has not turned for {idle:.0f} s (limit "
+                f"{self.liveness_timeout_s:.0f} s, liveness_timeout_s): it is wedged"
+            )
+        return True, f"loop turned {idle:.1f} s ago"
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason) as the worker last reported them."""
+        with self._lock:
+            return self._ready, self._reason
+
+    def wsgi_app(self) -> WSGIApp:
+        """/healthz and /readyz answered here; every other path by prometheus_client."""
+        metrics = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path in (HEALTH_PATH, READY_PATH):
+                ok, reason = self.liveness() if path == HEALTH_PATH else self.readiness()
+                body = f"{'ok' if ok else 'unavailable'}: {reason}\n".encode()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                start_response(
+                    status,
+                    [
+                        ("Content-Type", "text/plain; charset=utf-8"),
+                        ("Content-Length", str(len(body))),
+                    ],
+                )
+                return [body]
+            return metrics(environ, start_response)
+
+        return app
+
+    def serve(self, host: str, port: int) -> WSGIServer:
+        """Serve /metrics, /healthz and /readyz on host:port from a daemon thread.
+
+        Args:
+            host: Address to bind (127.0.0.1 here, 0.0.0.0 in a pod).
+            port: The worker's metrics port.
+
+        Returns:
+            The running server (`shutdown()` stops it).
+
+        Raises:
+            OSError: the port is taken; the message names it.
+        """
+        try:
+            server = make_server(
+                host, port, self.wsgi_app(), ThreadingWSGIServer, handler_class=_QuietHandler
+            )
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"metrics port {host}:{port} is not free ({exc.strerror}); set another "
+                "sink.metrics_port / labeler.metrics_port",
+            ) from exc
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        self._server = server
+        return server
+
+
+class ConsumerLag:
+    """`freshlabel_consumer_lag_records` of the partitions one consumer holds."""
+
+    def __init__(self, registry: CollectorRegistry, every_s: float = 1.0) -> None:
+        self.gauge = Gauge(
+            "freshlabel_consumer_lag_records",
+            "Records behind the partition's high watermark (from fetch responses), per "
+            "partition this worker holds",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.every_s = every_s
+        self._shown: set[tuple[str, str, str]] = set()
+        self._at = float("-inf")
+
+    def observe(self, consumer: Any, group: str, force: bool = False) -> int:
+        """Refresh the gauge from `consumer` (at most every `every_s` unless `force`).
+
+        Args:
+            consumer: A kafka-python KafkaConsumer.
+            group: Its consumer group (a static worker reports the group it would use).
+            force: Refresh now.
+
+        Returns:
+            The lag summed over the partitions held (0 when not refreshed or none known).
+        """
+        now = time.monotonic()
+        if not force and now - self._at < self.every_s:
+            return sum(int(v) for v in self._values())
+        self._at = now
+        current: dict[tuple[str, str, str], int] = {}
+        for tp in consumer.assignment():
+            try:
+                high = consumer.highwater(tp)
+                # Known once a fetch answered; the position is then known too (bounded wait).
+                position = consumer.position(tp, timeout_ms=1000) if high is not None else None
+            except KafkaError:
+                continue  # revoked meanwhile, or the broker is away: not this round
+            if high is not None and position is not None:
+                current[(group, tp.topic, str(tp.partition))] = max(0, high - position)
+        for gone in self._shown - current.keys():
+            self.gauge.remove(*gone)
+        for labels, lag in current.items():
+            self.gauge.labels(*labels).set(lag)
+        self._shown = set(current)
+        return sum(current.values())
+
+    def _values(self) -> list[float]:
+        return [self.gauge.labels(*labels)._value.get() for labels in self._shown]
+
+    def clear(self) -> None:
+        """Forget every partition (the consumer is gone)."""
+        self.gauge.clear()
+        self._shown = set()
