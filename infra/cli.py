@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serving.cli",
     "serving.labeler.cli",
     "infra.deploy.cli",
+    "streams.dlq_cli",
 )
 
 
