@@ -252,6 +252,28 @@ def test_sql_renders_from_settings_and_refuses_misaligned_windows() -> None:
         render(Settings(flink={"top_queries_window_days": 1, "top_queries_slide_hours": 7}))
 
 
+def test_versions_have_no_age_bound_so_compacted_ones_still_apply() -> None:
+    # A pin's only surviving content (compacted topic) is older than decode.max_age_days:
+    # the reference and the job's rowtime both still apply it; impressions keep the bound.
+    settings = Settings()
+    at = T0 - timedelta(days=settings.decode.max_age_days + 30)
+    events: list[Event] = [
+        PinContent(pin_id="p", title="kept by compaction", updated_at=at),
+        _imp("i", "p", T0),
+    ]
+    assert expected(events)["i"]["title"] == "kept by compaction"
+    script = render(settings).script()
+    rowtime = script[script.index("rt AS CASE") : script.index("arrival AS")]
+    assert "kafka_topic IN ('pin_content', 'pin_captions')" in rowtime
+    assert rowtime.count("CURRENT_TIMESTAMP - INTERVAL '400 ") == 1
+    assert (
+        "decode.max_age_days"
+        not in script.split("INSERT INTO pin_content_dlq")[1].split("INSERT INTO pin_captions_dlq")[
+            0
+        ]
+    )
+
+
 # -- the job on the real broker and Flink -------------------------------------------------
 
 

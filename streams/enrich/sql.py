@@ -34,7 +34,9 @@ SOURCES: dict[str, str] = {
     "engagements": "event_time",
 }
 
-# Topics whose late records are still applied, from the watermark they met on.
+# The versioned topics, compacted by pin (the latest version of a pin is kept forever): their
+# late records are still applied, from the watermark they met on, and their event times have
+# no age bound (decode.max_age_days), only the future one.
 LATE_VERSION_TOPICS = ("pin_content", "pin_captions")
 # The event time of a record of any topic (the clock topic's too).
 RAW_TIME = (
@@ -232,13 +234,22 @@ def _dlq_head(settings: Settings, topic: str) -> str:
     f, decode = settings.flink, settings.decode
     hold = f.watermark_delay_s + f.allowed_lateness_s
     shown = f"'{time_column} ' || DATE_FORMAT({time_column}, {TS_FORMAT})"
-    out_of_range = (
-        f"{shown} || ' is more than decode.max_future_s={decode.max_future_s:g}s ahead of, or "
-        f"decode.max_age_days={decode.max_age_days:g} behind, the wall clock ' || "
-        f"DATE_FORMAT(CURRENT_TIMESTAMP, {TS_FORMAT}) || ': refused before it could move "
-        "the watermark. Fix the producer''s clock, or raise decode.max_age_days to replay "
-        "older history'"
-    )
+    if topic in LATE_VERSION_TOPICS:
+        # Versions have no age bound (sources.sql): a compacted topic keeps old ones.
+        out_of_range = (
+            f"{shown} || ' is more than decode.max_future_s={decode.max_future_s:g}s ahead of "
+            f"the wall clock ' || DATE_FORMAT(CURRENT_TIMESTAMP, {TS_FORMAT}) || ' (or exactly "
+            "the epoch, a default rather than a time): refused before it could move the "
+            "watermark. Fix the producer''s clock'"
+        )
+    else:
+        out_of_range = (
+            f"{shown} || ' is more than decode.max_future_s={decode.max_future_s:g}s ahead "
+            f"of, or decode.max_age_days={decode.max_age_days:g} behind, the wall clock ' || "
+            f"DATE_FORMAT(CURRENT_TIMESTAMP, {TS_FORMAT}) || ': refused before it could move "
+            "the watermark. Fix the producer''s clock, or raise decode.max_age_days to "
+            "replay older history'"
+        )
     late = (
         f"{shown} || ' is at or behind the watermark ' || "
         f"DATE_FORMAT(seen_watermark, {TS_FORMAT}) || ' (the newest event time of the job "
@@ -288,6 +299,7 @@ def render(settings: Settings) -> JobSql:
     values: dict[str, str] = {
         "watermark_hold": interval(f.watermark_delay_s + f.allowed_lateness_s),
         "raw_time": RAW_TIME,
+        "version_topics": ", ".join(_quote(topic) for topic in LATE_VERSION_TOPICS),
         "max_future": interval(settings.decode.max_future_s),
         "max_age": interval(settings.decode.max_age_days * 86400),
         "ts_format": TS_FORMAT,

@@ -10,11 +10,16 @@
 -- (year 2099, 1970), gets the epoch instead: the watermark is a running maximum, so such a
 -- record never moves it, and split.sql sends it to the DLQ by its raw time. The bound must
 -- be applied HERE: the watermark is generated from `rt` inside the source, before any
--- WHERE clause runs.
+-- WHERE clause runs. Content and caption versions have no age bound, only the future one:
+-- their topics are compacted (the latest version of a pin is kept forever), so a pin's
+-- surviving version may be years old and must still apply to the pin's new impressions
+-- (an old time never moves the watermark either).
 -- `arrival` (processing time) orders the versioned tables by arrival: every version is
 -- passed on, and the temporal join sorts them by event time itself.
 -- Records are read from the earliest offset (a fresh deploy rebuilds every versioned table
--- from the full history); a restore from a savepoint resumes from its offsets instead.
+-- from what the topics still hold: every pin's latest content and caption, kept by
+-- compaction, and the windowed inputs, kept for their window); a restore from a savepoint
+-- resumes from its offsets instead.
 
 CREATE TEMPORARY TABLE events_src (
   kafka_key STRING,
@@ -42,8 +47,9 @@ CREATE TEMPORARY TABLE events_src (
   kafka_partition INT METADATA FROM 'partition' VIRTUAL,
   kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
   rt AS CASE
-    WHEN CAST(${raw_time} AS TIMESTAMP_LTZ(3))
-      BETWEEN CURRENT_TIMESTAMP - ${max_age} AND CURRENT_TIMESTAMP + ${max_future}
+    WHEN CAST(${raw_time} AS TIMESTAMP_LTZ(3)) <= CURRENT_TIMESTAMP + ${max_future}
+      AND (kafka_topic IN (${version_topics})
+        OR CAST(${raw_time} AS TIMESTAMP_LTZ(3)) >= CURRENT_TIMESTAMP - ${max_age})
     THEN CAST(${raw_time} AS TIMESTAMP_LTZ(3))
     ELSE TO_TIMESTAMP_LTZ(0, 3)
   END,

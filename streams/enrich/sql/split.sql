@@ -1,6 +1,7 @@
 -- Each topic's valid records split three ways: on time (joined or counted), late (at or
 -- behind the watermark) and out of range (an event time outside the decode bounds, which
--- sources.sql kept from moving the watermark). Valid: every field the topic's event model
+-- sources.sql kept from moving the watermark; for content and captions only a time too far
+-- ahead: their compacted topics keep a pin's latest version however old it is). Valid: every field the topic's event model
 -- requires is present; anything else is refused by the shared decode step where the raw
 -- topic is sunk, so it is not dead-lettered a second time here. Clock records only move
 -- the watermark.
