@@ -9,7 +9,9 @@ impression's time. The rules (docs/enrichment.md states them for users):
   "at or before t" has floor(time to ms) <= floor(t to ms).
 - Content and caption: the latest version of the pin at or before t, by event time (a
   version that arrived out of order still counts from its own time); at equal times the
-  later arrival wins.
+  later arrival wins. However old a version is, it counts: the job bounds versions only
+  ahead of the wall clock, because their compacted topics keep a pin's latest version
+  forever (events the job refuses, out of range or late, are the caller's to leave out).
 - A late content or caption version (its time at or behind the watermark W it met when
   the job read it) is not lost: it counts, from its own time, only for impressions after W
   (t > W). Impressions at or before W were enriched without it; its dead letter names W
