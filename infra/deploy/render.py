@@ -295,9 +295,11 @@ def job_fingerprint(settings: Settings) -> str:
     """SHA-256 of what the running job depends on: its SQL and its configuration. A pod
     annotation with it makes the operator upgrade the job (with state) exactly when it
     changes, not on every unrelated settings change."""
-    return _sha256(
-        {"sql": render_job_sql(settings).script(), "config": flink_configuration(settings)}
-    )
+    canonical = settings.model_copy(deep=True)
+    # The order of client options in a profile is no change to the job.
+    canonical.broker.client_options = dict(sorted(settings.broker.client_options.items()))
+    sql = render_job_sql(canonical).script()
+    return _sha256({"sql": sql, "config": flink_configuration(settings)})
 
 
 def flink_deployment(settings: Settings) -> dict[str, Any]:
@@ -710,7 +712,12 @@ def triton_manifests(settings: Settings) -> list[dict[str, Any]]:
         },
     }
     scaled = _scaled_object(
-        settings, TRITON, labels, d.triton_min_replicas, d.triton_max_replicas, trigger
+        settings,
+        TRITON,
+        selector_labels(TRITON),
+        d.triton_min_replicas,
+        d.triton_max_replicas,
+        trigger,
     )
     return [deployment, service, scaled]
 
