@@ -265,3 +265,19 @@ def test_a_secret_in_the_profile_is_refused(tmp_path: Path) -> None:
     settings = _with(tmp_path, PRODUCTION, "broker.client_options.sasl_plain_password", "hunter2")
     with pytest.raises(RenderError, match="broker.client_options.sasl_plain_password"):
         render(settings)
+
+
+def test_triton_scaler_query_parses_and_names_tritons_metrics() -> None:
+    import promql_parser
+
+    files = render(load_profile(PRODUCTION))
+    (trigger,) = _by_kind(files, "ScaledObject")["freshlabel-triton"]["spec"]["triggers"]
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(trigger["metadata"]["query"]), visit)
+    # Triton's own counters (its /metrics on the metrics port): queue time and successes.
+    assert names == {"nv_inference_queue_duration_us", "nv_inference_request_success"}
