@@ -105,6 +105,8 @@ def test_profile_renders_and_validates(profile: Path, crds: dict[Any, CustomReso
     assert {"FlinkDeployment", "KafkaTopic", "Deployment", "ScaledObject", "Service"} <= kinds
     assert {"ConfigMap", "ServiceMonitor", "PrometheusRule"} <= kinds
     assert validate_documents(_docs(files), crds) == []
+    # Nothing of the machine that rendered them (paths of this checkout) leaks in.
+    assert str(PROJECT_ROOT) not in yaml.safe_dump_all([d for _, d in _docs(files)])
 
 
 @PROFILES
