@@ -75,8 +75,11 @@ _KEDA_SASL = {
     "OAUTHBEARER": "oauthbearer",
     "GSSAPI": "gssapi",
 }
-# Keys whose value is a secret; a profile holding one is refused (use the Secret).
-_SECRET_KEY = re.compile(r"password|secret|credential|token|private[-_.]?key|access[-_.]?key", re.I)
+# Keys whose value is a secret (a Slack webhook URL is one); a profile holding one is
+# refused (use the Secret).
+_SECRET_KEY = re.compile(
+    r"password|secret|credential|token|webhook_url|private[-_.]?key|access[-_.]?key", re.I
+)
 
 
 class RenderError(ValueError):
