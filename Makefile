@@ -54,13 +54,20 @@ lock:
 # The production images (infra/images/*/Dockerfile; docs/operations.md). Not built by CI here
 # (no docker); tests/test_images.py checks their pins against the lock files instead.
 # FLINK_VERSION comes from the lock, so the job image runs the Flink that PyFlink was built for.
-IMAGE_PREFIX ?= freshlabel
-IMAGE_TAG ?= $(shell git rev-parse --short HEAD)
+# With PROFILE=infra/profiles/production.yaml the tags are the ones the rendered manifests use
+# (deploy.registry, deploy.*_image, deploy.image_tag); without, freshlabel-*:<git sha>.
+PROFILE ?=
 FLINK_VERSION := $(shell sed -n 's/^apache-flink==//p' requirements/flink.lock)
-images:
-	docker build -f infra/images/flink/Dockerfile --build-arg FLINK_VERSION=$(FLINK_VERSION) -t $(IMAGE_PREFIX)-flink:$(IMAGE_TAG) .
-	docker build -f infra/images/platform/Dockerfile -t $(IMAGE_PREFIX)-platform:$(IMAGE_TAG) .
-	docker build -f infra/images/triton/Dockerfile -t $(IMAGE_PREFIX)-triton:$(IMAGE_TAG) .
+ifneq ($(PROFILE),)
+IMAGES_NEED := $(VENV)/.installed
+IMAGE_REFS = $(shell FRESHLABEL_CONFIG=$(PROFILE) $(VENV)/bin/python -c "from infra.config import load_settings; d = load_settings().deploy; print(*(d.image(n) for n in (d.flink_image, d.platform_image, d.triton_image)))")
+else
+IMAGE_REFS = $(foreach n,flink platform triton,freshlabel-$(n):$(shell git rev-parse --short HEAD))
+endif
+images: $(IMAGES_NEED)
+	docker build -f infra/images/flink/Dockerfile --build-arg FLINK_VERSION=$(FLINK_VERSION) -t $(word 1,$(IMAGE_REFS)) .
+	docker build -f infra/images/platform/Dockerfile -t $(word 2,$(IMAGE_REFS)) .
+	docker build -f infra/images/triton/Dockerfile -t $(word 3,$(IMAGE_REFS)) .
 
 clean:
 	rm -rf $(VENV) $(FLINK_VENV) .tools
