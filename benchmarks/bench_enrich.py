@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -38,8 +37,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cpu import machine_load, tree_cpu_seconds  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.config import Settings  # noqa: E402
+from infra.flink_cluster import JOBMANAGER, TASKMANAGER  # noqa: E402
 from infra.process import free_port  # noqa: E402
 from schemas import BoardSave, Engagement, Event, Impression, PinCaption, PinContent  # noqa: E402
 from streams.enrich import operations  # noqa: E402
@@ -167,14 +168,17 @@ def wait_for_rows(settings: Settings, expected: int, timeout_s: float) -> list[A
         reader.close()
 
 
-def cpu_seconds(settings: Settings, service: str) -> float:
-    """User + system CPU time of one stack service so far (from /proc): a measure of the
-    job's cost that other load on the machine does not distort."""
+def service_pid(settings: Settings, service: str) -> int:
+    """PID of one stack service, as `up` recorded it (infra/stack.py)."""
     state = stack.read_state(settings)
     assert state is not None
-    pid = next(s.pid for s in state.services if s.name == service)
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return next(s.pid for s in state.services if s.name == service)
+
+
+def cpu_seconds(settings: Settings, service: str) -> float:
+    """User + system CPU time of one stack service (and its children) so far, from /proc: a
+    measure of the job's cost that other load on the machine does not distort."""
+    return tree_cpu_seconds(service_pid(settings, service))
 
 
 def _parse_z(text: str) -> datetime:
@@ -193,10 +197,14 @@ def throughput(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
         operations.deploy(settings)
         deploy_s = time.monotonic() - deploy_started
         running_at = time.time()
-        cpu_at_start = cpu_seconds(settings, "flink-taskmanager")
+        load_before = machine_load()
+        cpu_at_start = cpu_seconds(settings, TASKMANAGER)
+        jm_at_start = cpu_seconds(settings, JOBMANAGER)
         rows = wait_for_rows(settings, n_impressions, timeout_s=args.timeout)
         # Includes up to 2 s idle after the last row (the counting consumer's poll period).
-        job_cpu_s = cpu_seconds(settings, "flink-taskmanager") - cpu_at_start
+        job_cpu_s = cpu_seconds(settings, TASKMANAGER) - cpu_at_start
+        jm_cpu_s = cpu_seconds(settings, JOBMANAGER) - jm_at_start
+        load_after = machine_load()
         enriched_at = sorted(_parse_z(json.loads(r.value)["enriched_at"]) for r in rows)
         span_s = (enriched_at[-1] - enriched_at[0]).total_seconds()
         violations = pit_violations(rows, events, settings.flink)
@@ -212,6 +220,11 @@ def throughput(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
             "impressions_per_s": round(len(rows) / span_s) if span_s else None,
             "taskmanager_cpu_s": round(job_cpu_s, 1),
             "impressions_per_taskmanager_cpu_s": round(len(rows) / job_cpu_s),
+            # Per impression, with its share of the pin-side events (events_produced).
+            "taskmanager_cpu_us_per_impression": round(job_cpu_s * 1e6 / len(rows), 1),
+            "jobmanager_cpu_s": round(jm_cpu_s, 1),
+            "load_before": load_before,
+            "load_after": load_after,
             "pit_violations": len(violations),
             "parallelism": args.parallelism,
         }

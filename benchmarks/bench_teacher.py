@@ -1,12 +1,20 @@
 """Teacher throughput: Triton (gRPC, dynamic batching) vs plain in-process torch.
 
     .venv/bin/python -m benchmarks.bench_teacher --model .freshlabel/teachers/crowdflower
+    .venv/bin/python -m benchmarks.bench_teacher --model DIR --device cuda   # on a GPU host
 
 Measures, on the same pairs and machine: in-process `Teacher.predict` in batches of 64
 (pairs/s, per-batch p50/p99), then through a real Triton server at client concurrency
 1, 16 and 64 with one pair per request (pairs/s, per-request p50/p99), for fp32 and, with
 --quantize, dynamic int8. Also prints the training pairs/s the teacher recorded. Prints a
 markdown table; paste it under the command in docs/benchmarks.md.
+
+CPU per pair: CPU milliseconds (user + system) per scored pair, of this process for the
+in-process rows and of the Triton server with its Python backend stubs (from /proc) for the
+Triton rows; the client's own CPU is not counted. CPU time is what sizes CPU serving, and it
+moves much less with the machine's load than pairs/s does (the load average is recorded).
+`--device cuda` runs the in-process teacher on the GPU and Triton with the `gpu` model
+config (KIND_GPU; `teacher export` writes it); pairs/s is then the GPU's capacity.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.cpu import CpuMeter, machine_load
 from infra import triton
 from infra.config import Settings
 from infra.process import free_port, stop
@@ -39,20 +48,26 @@ def percentile(values: list[float], q: float) -> float:
 def in_process(teacher: Teacher, queries: list[str], texts: list[str], batch: int) -> dict:
     teacher.predict(queries[:batch], texts[:batch])  # warm-up
     latencies = []
+    cpu_started = time.process_time()  # every thread of this process (torch's pool too)
     started = time.perf_counter()
     for i in range(0, len(queries), batch):
         t0 = time.perf_counter()
         teacher.predict(queries[i : i + batch], texts[i : i + batch])
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started
     return {
         "pairs_per_s": len(queries) / elapsed,
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
+        "cpu_ms_per_pair": cpu_s * 1000.0 / len(queries),
+        "cores_used": cpu_s / elapsed,
     }
 
 
-async def through_triton(settings: Settings, queries, texts, concurrency: int) -> dict:
+async def through_triton(
+    settings: Settings, queries, texts, concurrency: int, server_pid: int
+) -> dict:
     async with TeacherClient.from_settings(
         settings, batch_size=1, max_in_flight=concurrency, timeout_s=300.0
     ) as client:
@@ -67,17 +82,23 @@ async def through_triton(settings: Settings, queries, texts, concurrency: int) -
                 await client.score([queries[i]], [texts[i]])
                 latencies.append(time.perf_counter() - t0)
 
+        meter = CpuMeter(server_pid).start()
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(len(queries))))
         elapsed = time.perf_counter() - started
+        meter.stop()
     return {
         "pairs_per_s": len(queries) / elapsed,
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
+        "cpu_ms_per_pair": meter.cpu_s * 1000.0 / len(queries),
+        "cores_used": meter.cpu_s / elapsed,
     }
 
 
-def serve(model: Path, work: Path, quantize: str, threads: int) -> tuple[Settings, object]:
+def serve(
+    model: Path, work: Path, quantize: str, threads: int, device: str = "cpu"
+) -> tuple[Settings, object]:
     repo = work / f"repo-{quantize}"
     export_teacher(model, repo, 1, ExportOptions(quantize=quantize, model_threads=threads))
     settings = Settings(
@@ -87,6 +108,7 @@ def serve(model: Path, work: Path, quantize: str, threads: int) -> tuple[Setting
             "http_port": free_port(),
             "grpc_port": free_port(),
             "metrics_port": free_port(),
+            "model_config_name": "gpu" if device != "cpu" else None,
         },
     )
     record = triton.start_triton(settings)
@@ -104,6 +126,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--quantize", action="store_true", help="also measure dynamic int8")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (GPU config in Triton)")
+    parser.add_argument("--skip-in-process", action="store_true", help="Triton rows only")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -119,41 +143,53 @@ def main() -> None:
     manifest = TeacherManifest.model_validate_json((args.model / MANIFEST).read_text())
     results: dict[str, dict] = {}
     modes = ["none", "int8"] if args.quantize else ["none"]
+    load_before = machine_load()
     with tempfile.TemporaryDirectory() as tmp:
         for quantize in modes:
-            teacher = Teacher.load(args.model, batch_size=args.batch, quantize=quantize)
-            results[f"in-process torch ({quantize}), batch {args.batch}"] = in_process(
-                teacher, queries, texts, args.batch
-            )
-            del teacher
-            settings, record = serve(args.model, Path(tmp), quantize, args.threads)
+            if not args.skip_in_process:
+                teacher = Teacher.load(
+                    args.model, batch_size=args.batch, device=args.device, quantize=quantize
+                )
+                results[f"in-process torch ({quantize}), batch {args.batch}"] = in_process(
+                    teacher, queries, texts, args.batch
+                )
+                del teacher
+            settings, record = serve(args.model, Path(tmp), quantize, args.threads, args.device)
             try:
                 for c in (int(x) for x in args.concurrency.split(",")):
                     results[f"Triton ({quantize}), concurrency {c}"] = asyncio.run(
-                        through_triton(settings, queries, texts, c)
+                        through_triton(settings, queries, texts, c, record.pid)
                     )
             finally:
                 stop(record)
+    load_after = machine_load()
     print(
         f"teacher {manifest.version}; {len(queries)} pairs from {args.data.name}; "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}; device {args.device}; "
+        f"load average {load_before['load_avg_1_5_15']} -> {load_after['load_avg_1_5_15']} "
+        f"({load_before['at']} -> {load_after['at']}, {load_after['cpus']} cores)"
     )
     print(
         f"training: {manifest.timings.get('train_pairs_per_s', float('nan')):.1f} pairs/s "
         f"({manifest.settings.get('trainable_layers')} trainable layers, "
         f"max_length {manifest.max_length})"
     )
-    print("| path | pairs/s | p50 ms | p99 ms |")
-    print("| --- | --- | --- | --- |")
+    print("| path | pairs/s | p50 ms | p99 ms | CPU ms/pair | cores used |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
-        print(f"| {name} | {r['pairs_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
-    for quantize in modes:
+        print(
+            f"| {name} | {r['pairs_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} "
+            f"| {r['cpu_ms_per_pair']:.1f} | {r['cores_used']:.2f} |"
+        )
+    for quantize in modes if not args.skip_in_process else []:
         base = results[f"in-process torch ({quantize}), batch {args.batch}"]["pairs_per_s"]
         for name, r in results.items():
             if name.startswith(f"Triton ({quantize})"):
                 print(f"{name}: {r['pairs_per_s'] / base:.2f}x in-process")
+    summary = {"load_before": load_before, "load_after": load_after, "device": args.device}
+    print(json.dumps({**summary, "results": results}))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({**summary, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
