@@ -265,6 +265,21 @@ def test_consumer_lag_is_per_partition_and_drops_revoked_ones() -> None:
     )
 
 
+def test_sink_metrics_count_commit_failures_apart_from_conflicts(tmp_path: Path) -> None:
+    from pyiceberg.exceptions import CommitFailedException
+
+    from streams.sink_metrics import SinkMetrics
+
+    metrics = SinkMetrics(Settings(state_dir=tmp_path), "t", None)
+    metrics.conflicts.inc()
+    metrics.commit_failed(CommitFailedException("conflicts past sink.commit_attempts"))
+    value = metrics.registry.get_sample_value
+    failures = {"table": "t", "error": "CommitFailedException"}
+    assert value("freshlabel_sink_commit_failures_total", failures) == 1
+    assert value("freshlabel_sink_commit_conflicts_total", {"table": "t"}) == 1
+    metrics.write_status(stopped=True)
+
+
 # -- a live sink and labeler ----------------------------------------------------------------
 
 
