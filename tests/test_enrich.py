@@ -31,7 +31,7 @@ from streams.dlq import DeadLetter, Reason
 from streams.enrich import operations
 from streams.enrich.clock import advance_event_time
 from streams.enrich.reference import LateVersion, expected, late_versions, pit_violations
-from streams.enrich.sql import SqlSettingsError, interval, render
+from streams.enrich.sql import LATE_VERSION_TOPICS, SqlSettingsError, interval, render
 from streams.kafka_io import consumer, producer
 from streams.produce import produce_events
 from tests.conftest import ROOT, make_settings, settings_env
@@ -272,6 +272,20 @@ def test_versions_have_no_age_bound_so_compacted_ones_still_apply() -> None:
             0
         ]
     )
+
+
+def test_topics_keep_what_a_fresh_deploy_rebuilds_the_features_from() -> None:
+    # The versioned topics are compacted; the windowed ones keep at least window + slide.
+    settings = Settings()
+    for topic in LATE_VERSION_TOPICS:
+        assert settings.topic_config(topic)["cleanup.policy"] == "compact", topic
+    f = settings.flink
+    for topic, days, slide_hours in (
+        ("board_saves", f.top_boards_window_days, f.top_boards_slide_hours),
+        ("engagements", f.top_queries_window_days, f.top_queries_slide_hours),
+    ):
+        kept_ms = int(settings.topic_config(topic)["retention.ms"])
+        assert kept_ms >= (days * 24 + slide_hours) * 3_600_000, topic
 
 
 # -- the job on the real broker and Flink -------------------------------------------------
