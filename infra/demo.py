@@ -254,14 +254,15 @@ def _drain_stage(
     Returns:
         The last progress seen.
     """
-    done, last_change = -1, time.monotonic()
+    done, last_change, unknown = -1, time.monotonic(), ""
     deadline = time.monotonic() + s.demo.timeout_s
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             now_done = progress()
         except Exception as exc:  # the broker or catalog busy for a moment: ask again
-            log(f"{name}: progress unknown for now ({exc})")
-            now_done = done
+            if str(exc) != unknown:
+                log(f"{name}: progress unknown for now ({exc})")
+            unknown, now_done = str(exc), done
         if now_done != done:
             done, last_change = now_done, time.monotonic()
         if done >= target:

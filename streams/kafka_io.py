@@ -87,7 +87,7 @@ def group_offsets(settings: Settings, group_id: str, topic: str) -> dict[int, in
         bootstrap_servers=settings.broker.bootstrap, **settings.broker.client_options
     )
     try:
-        committed = admin.list_consumer_group_offsets(group_id)
+        committed = admin.list_group_offsets({group_id: None}).get(group_id, {})
     finally:
         admin.close()
     return {

@@ -11,7 +11,7 @@ from infra.config import Settings
 from schemas import Impression
 from streams.decode import DeadLetterWriter, Decoder
 from streams.dlq import DeadLetter, Reason
-from streams.kafka_io import consumer, producer, read_all
+from streams.kafka_io import consumer, group_offsets, producer, read_all
 from streams.produce import produce_events
 from streams.samples import sample_events
 from tests.test_decode import BAD_INPUTS, GOOD
@@ -46,6 +46,11 @@ def test_consumer_group_commits_and_resumes(running_stack: Settings) -> None:
         }
     )
     first.close()
+    # What the group committed is what an operator (and the demo) reads back.
+    assert group_offsets(settings, "resume-test", "impressions") == {
+        p: o + 1 for p, o in upto.items()
+    }
+    assert group_offsets(settings, "resume-test", "labels") == {}
 
     second = consumer(settings, "resume-test", "impressions")
     rest = _drain(second, len(impressions) - 8)
