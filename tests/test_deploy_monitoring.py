@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from infra.deploy.monitoring import (
 from infra.deploy.validate import CRD_DIR, load_crds, validate_documents
 from infra.process import free_port
 from infra.worker_health import ConsumerLag, WorkerHealth
+from schemas import EnrichedImpression
 from streams.kafka_io import producer
 from streams.produce import produce_events
 from tests.conftest import ROOT, settings_env
@@ -310,7 +312,12 @@ def live_workers(running_stack: Settings) -> Iterator[dict[str, int]]:
         ),
         _start(
             settings,
-            {"FRESHLABEL_LABELER__METRICS_PORT": str(ports["labeler"])},
+            {
+                "FRESHLABEL_LABELER__METRICS_PORT": str(ports["labeler"]),
+                # No Triton here: the first row it takes starts a teacher outage.
+                "FRESHLABEL_TRITON__GRPC_PORT": str(free_port()),
+                "FRESHLABEL_TRITON__RETRIES": "0",
+            },
             "label",
             "run",
         ),
@@ -369,3 +376,43 @@ def test_live_workers_answer_health_and_readiness(live_workers: dict[str, int]) 
         assert get(port, "/healthz")[0] == 200, name
         status, body = get(port, "/readyz")
         assert status == 200 and body.startswith("ok: holding partitions"), (name, body)
+
+
+def test_a_labeler_waiting_for_the_teacher_is_alive_but_not_ready(
+    running_stack: Settings, live_workers: dict[str, int]
+) -> None:
+    port = live_workers["labeler"]
+    row = EnrichedImpression(
+        impression_id="monitoring-outage-1",
+        request_id="r1",
+        user_id="u1",
+        query="oak desk",
+        pin_id="pin-1",
+        position=1,
+        country="US",
+        locale="en-US",
+        event_time=datetime.now(UTC),  # inside decode.max_age_days, whenever this runs
+        title="modern oak desk",
+    )
+    with producer(running_stack) as prod:
+        produce_events(prod, [row])
+    status, body = wait_for(
+        "the labeler to report the teacher outage",
+        lambda: (answer := get(port, "/readyz"))[0] == 503 and answer,
+    )
+    assert "teacher unavailable" in body and body.count("\n") == 1, body
+    assert get(port, "/healthz")[0] == 200  # waiting on the teacher is not a wedged loop
+    errors = wait_for(
+        "the teacher error counter",
+        lambda: exported_value(get(port, "/metrics")[1], "freshlabel_teacher_errors_total"),
+    )
+    assert errors >= 1
+
+
+def exported_value(text: str, name: str) -> float | None:
+    """The value of an unlabelled sample in an exposition text (None: absent or zero)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.value:
+                return sample.value
+    return None
