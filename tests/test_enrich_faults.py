@@ -9,7 +9,12 @@ One stack and one job for the module, the tests in order:
 - impressions dated 2099 and 1970 are refused with reason event_time_out_of_range before
   they can move the watermark: after a lull, normal impressions are all enriched, none late;
 - the job stopped with a savepoint while a backlog of 10 simulated minutes is produced, then
-  restored: no late dead letter, no violation, exactly one enriched row per impression.
+  restored: no late dead letter, no violation, exactly one enriched row per impression;
+- features outlive Kafka retention: the job is replaced by a fresh deploy (empty state,
+  earliest offsets) over topics that hold only what compaction and retention leave of two
+  pins' history (their latest content and caption, 100 and decode.max_age_days + 30 days
+  old, and their recent impressions; the older pin's versions read behind the watermark);
+  their new impressions carry those versions.
 """
 
 from __future__ import annotations
@@ -186,3 +191,105 @@ def test_savepoint_restore_over_a_backlog(run: Run) -> None:
     versions = late_versions(late)
     assert len(late) == len(versions) == 2, late  # only the two captions of the first test
     assert pit_violations(records, run.events, run.settings.flink, late=versions) == []
+
+
+# Simulated retention of the topics that are not compacted (impressions, saves, engagements).
+RETENTION = timedelta(days=3)
+COMPACTED = ("pin_content", "pin_captions")  # keyed by pin_id: the last record per pin stays
+
+
+def retained(history: list[Event], now: datetime) -> list[Event]:
+    """What the cluster still holds of `history` (in write order) at `now`, in write order:
+    of the compacted topics the last record WRITTEN per key, of the others what is younger
+    than RETENTION. (The embedded broker neither compacts nor deletes: write only this.)"""
+    last = {(e.topic, e.key): n for n, e in enumerate(history) if e.topic in COMPACTED}
+    return [
+        e
+        for n, e in enumerate(history)
+        if (e.topic in COMPACTED and last[(e.topic, e.key)] == n)
+        or (e.topic not in COMPACTED and e.time > now - RETENTION)
+    ]
+
+
+def _history(pin: str, at: datetime, now: datetime) -> list[Event]:
+    """A pin edited and captioned twice around `at`, shown then and again lately."""
+    day = timedelta(days=1)
+    return [
+        PinContent(pin_id=pin, title=f"{pin} v1", description="first", updated_at=at - 9 * day),
+        _caption(pin, f"{pin} caption v1", at - 8 * day),
+        _imp(f"i-{pin}-then", pin, at - 5 * day),
+        PinContent(pin_id=pin, title=f"{pin} v2", description="latest", updated_at=at),
+        _caption(pin, f"{pin} caption v2", at + M),
+        _imp(f"i-{pin}-lately", pin, now - 30 * M),
+    ]
+
+
+def test_fresh_deploy_applies_versions_older_than_retention_and_max_age(run: Run) -> None:
+    operations.stop(run.settings, savepoint=False)
+    # The present of this test: after everything the module produced, so the recent
+    # impressions are on time for the new job. The versions are older than the retention,
+    # p-rmax's also older than decode.max_age_days (against the wall clock).
+    now = T1 + 300 * M
+    old = now - timedelta(days=100)
+    ancient = datetime.now(UTC).replace(microsecond=0) - timedelta(
+        days=run.settings.decode.max_age_days + 30
+    )
+    history = sorted(
+        _history("p-r100", old, now) + _history("p-rmax", ancient, now), key=lambda e: e.time
+    )
+    survivors = retained(history, now)
+    assert {type(e).__name__ for e in survivors if e.time < now - RETENTION} == {
+        "PinContent",
+        "PinCaption",
+    }
+    # p-r100's versions are read with the topics' backlog, as usual. p-rmax's partitions
+    # deliver late: only after the impressions moved the watermark past p-rmax's recent
+    # impression (it could happen at start-up), so its versions come behind the watermark.
+    behind = [e for e in survivors if e.topic in COMPACTED and e.key == "p-rmax"]
+    with producer(run.settings) as prod:
+        produce_events(prod, [e for e in survivors if e not in behind])
+    operations.deploy(run.settings)  # fresh: empty state, every topic from the earliest offset
+    advance_event_time(run.settings, now - 30 * M)
+    lately = {e.impression_id for e in survivors if isinstance(e, Impression)}
+    _records_of(run.settings, lately, timeout_s=120)
+    new = [_imp("i-p-r100-new", "p-r100", now + M), _imp("i-p-rmax-new", "p-rmax", now + M)]
+    with producer(run.settings) as prod:
+        produce_events(prod, behind + new)
+    advance_event_time(run.settings, now + M)
+
+    mine = lately | {e.impression_id for e in new}
+    records = _records_of(run.settings, mine, timeout_s=120)
+    assert Counter(r.key.decode() for r in records) == Counter(mine), "each exactly once"
+    rows = {r.key.decode(): json.loads(r.value) for r in records}
+    for pin, at in (("p-r100", old), ("p-rmax", ancient)):
+        row = rows[f"i-{pin}-new"]
+        assert (row["title"], row["description"]) == (f"{pin} v2", "latest"), row
+        assert row["caption"] == f"{pin} caption v2", row
+        assert row["content_updated_at"] == f"{at:%Y-%m-%dT%H:%M:%S}.000000Z", row
+    assert rows["i-p-r100-lately"]["title"] == "p-r100 v2"
+    assert rows["i-p-rmax-lately"]["title"] is None  # enriched before its versions came
+    # p-rmax's versions were late, not out of range: dead-lettered as late versions, applied
+    # from the watermark they met on (the reference checks every row with that watermark).
+    letters = [
+        letter
+        for topic in COMPACTED
+        for letter in run.letters(topic)
+        if letter.value is not None and json.loads(letter.value)["pin_id"] in ("p-r100", "p-rmax")
+    ]
+    late = {(letter.source_topic, json.loads(letter.value)["pin_id"]) for letter in letters}
+    assert {("pin_content", "p-rmax"), ("pin_captions", "p-rmax")} <= late, letters
+    assert all(letter.reason.value == "late_event" for letter in letters), letters
+    assert all("kept as a late version" in letter.detail for letter in letters), letters
+    versions = late_versions(letters)
+    assert pit_violations(records, survivors + new, run.settings.flink, late=versions) == []
+
+
+def _records_of(settings: Settings, keys: set[str], timeout_s: float) -> list[Any]:
+    """The records of impressions.enriched keyed by `keys`, once every key arrived (or the
+    time is up), plus what arrives in the 2 s after."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = [r for r in read_records(settings, ENRICHED, 0, 1) if r.key.decode() in keys]
+        if {r.key.decode() for r in records} >= keys or time.monotonic() > deadline:
+            return records
+        time.sleep(1)
