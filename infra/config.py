@@ -520,7 +520,7 @@ class DemoSettings(BaseModel):
     # The demo stops each worker once everything upstream of it is through; a stage that
     # makes no progress for this many seconds is stopped where it is (the report shows what
     # is missing).
-    stall_timeout_s: float = Field(default=120.0, gt=0)
+    stall_timeout_s: float = Field(default=300.0, gt=0)
     timeout_s: float = 1_800.0
 
 
