@@ -104,3 +104,17 @@ def test_deploy_refuses_a_local_path_for_a_remote_cluster(remote: Settings) -> N
     FakeJobManager.state["job"] = "FINISHED"
     with pytest.raises(FlinkError, match="pass the URI `jobs stop` printed"):
         operations.deploy(remote, "enrich", from_savepoint="/tmp/savepoint-x")
+
+
+def test_a_job_on_a_session_cluster_checkpoints_to_object_storage(tmp_path: Path) -> None:
+    from streams.enrich.job import flink_config
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "state")
+    settings.flink.enabled, settings.flink.host = False, "flink-session.data.svc"
+    remote = flink_config(settings, None, local=False)
+    assert remote["execution.checkpointing.dir"] == settings.deploy.checkpoints_uri
+    assert remote["execution.checkpointing.savepoint-dir"] == settings.deploy.savepoints_uri
+    settings.flink.enabled = True  # the embedded cluster shares this machine's disk
+    local = flink_config(settings, None, local=True)
+    assert local["execution.checkpointing.dir"].startswith("file://")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from infra.artifacts import KAFKA_CLIENTS_JAR, KAFKA_CONNECTOR_JAR, require
 from infra.config import Settings
+from streams.enrich.operations import cluster_is_local
 from streams.enrich.sql import render, state_ttl_s
 
 
@@ -75,9 +76,13 @@ def flink_config(
     }
     if application:
         return config
-    state = settings.state_dir / "flink"
-    config["execution.checkpointing.dir"] = (state / "checkpoints").as_uri()
-    config["execution.checkpointing.savepoint-dir"] = (state / "savepoints").as_uri()
+    if cluster_is_local(settings):
+        state = settings.state_dir / "flink"
+        config["execution.checkpointing.dir"] = (state / "checkpoints").as_uri()
+        config["execution.checkpointing.savepoint-dir"] = (state / "savepoints").as_uri()
+    else:  # a session cluster: the object-storage folders the operator's job uses too
+        config["execution.checkpointing.dir"] = settings.deploy.checkpoints_uri
+        config["execution.checkpointing.savepoint-dir"] = settings.deploy.savepoints_uri
     if not local:
         config.update(
             {
