@@ -96,29 +96,49 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def server_argv(settings: Settings, repository: Path) -> list[str]:
+def server_args(settings: Settings, repository: str) -> list[str]:
+    """tritonserver's arguments shared by every deployment (the embedded server and the
+    rendered Kubernetes one): the repository, the ports and the model options of
+    `settings.triton`.
+
+    Args:
+        settings: The platform settings.
+        repository: The model repository (a local folder, or `s3://…` in production).
+
+    Returns:
+        The arguments, without the binary.
+    """
     t = settings.triton
-    argv = [
-        str(tritonserver_binary()),
+    args = [
         f"--model-repository={repository}",
+        f"--http-port={t.http_port}",
+        f"--grpc-port={t.grpc_port}",
+        f"--metrics-port={t.metrics_port}",
+        f"--exit-timeout-secs={int(t.exit_timeout_s)}",
+    ]
+    if t.model_config_name:
+        args.append(f"--model-config-name={t.model_config_name}")
+    if t.repository_poll_s > 0:
+        args += ["--model-control-mode=poll", f"--repository-poll-secs={t.repository_poll_s}"]
+    return args
+
+
+def server_argv(settings: Settings, repository: Path) -> list[str]:
+    """The embedded server's command line: the shared arguments, bound to `triton.host`,
+    CPU only, with the Python backend unpacked here."""
+    t = settings.triton
+    return [
+        str(tritonserver_binary()),
+        *server_args(settings, str(repository)),
         f"--backend-directory={backend_dir(settings)}",
         f"--http-address={t.host}",
-        f"--http-port={t.http_port}",
         f"--grpc-address={t.host}",
-        f"--grpc-port={t.grpc_port}",
         f"--metrics-address={t.host}",
-        f"--metrics-port={t.metrics_port}",
         "--allow-gpu-metrics=false",
         "--pinned-memory-pool-byte-size=0",
         "--cuda-memory-pool-byte-size=0:0",
-        f"--exit-timeout-secs={int(t.exit_timeout_s)}",
         "--log-info=true",
     ]
-    if t.model_config_name:
-        argv.append(f"--model-config-name={t.model_config_name}")
-    if t.repository_poll_s > 0:
-        argv += ["--model-control-mode=poll", f"--repository-poll-secs={t.repository_poll_s}"]
-    return argv
 
 
 def ports(settings: Settings) -> dict[str, int]:

@@ -41,6 +41,7 @@ from infra.deploy.monitoring import (
     selector_labels,
 )
 from infra.flink_cluster import cluster_tuning
+from infra.triton import server_args
 from schemas.enriched_impression import EnrichedImpression
 from schemas.topics import BY_TOPIC
 from streams.enrich import job as enrich_job
@@ -589,23 +590,14 @@ def labeler_manifests(settings: Settings) -> list[dict[str, Any]]:
 
 
 def triton_args(settings: Settings) -> list[str]:
-    """tritonserver's arguments: the teacher version's repository on object storage, the
-    ports and model options of `settings.triton`."""
-    t = settings.triton
-    args = [
-        f"--model-repository={settings.deploy.triton_repository}",
-        f"--http-port={t.http_port}",
-        f"--grpc-port={t.grpc_port}",
-        f"--metrics-port={t.metrics_port}",
-        f"--exit-timeout-secs={int(t.exit_timeout_s)}",
-        # Not ready until every model loaded: the readiness probe then means "can label".
+    """tritonserver's arguments: the ones the embedded server uses too
+    (`infra.triton.server_args`) with the teacher version's repository on object storage,
+    and strict readiness: not ready until every model loaded, so the readiness probe means
+    "can label"."""
+    return [
+        *server_args(settings, settings.deploy.triton_repository),
         "--strict-readiness=true",
     ]
-    if t.model_config_name:
-        args.append(f"--model-config-name={t.model_config_name}")
-    if t.repository_poll_s > 0:
-        args += ["--model-control-mode=poll", f"--repository-poll-secs={t.repository_poll_s}"]
-    return args
 
 
 def _check_triton_url(settings: Settings) -> None:
