@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from infra.config import PROJECT_ROOT, Settings
+from infra.config import PROJECT_ROOT, ComponentResources, Settings
 from infra.deploy.monitoring import (
     LABELER,
     METRICS_PORT,
@@ -527,61 +527,72 @@ def sink_manifests(settings: Settings, topic: str) -> list[dict[str, Any]]:
         )
     d = settings.deploy
     table = BY_TOPIC[topic].table
-    name = sink_name(topic)
-    port = _worker_port(settings.sink.metrics_port, settings)
-    deployment = _worker_deployment(
+    return _scaled_worker(
         settings,
-        name,
+        sink_name(topic),
         SINK,
         ["sink", "run", "--topic", topic, "--table", table],
-        {
-            "FRESHLABEL_SINK__METRICS_HOST": POD_BIND_ADDRESS,
-            "FRESHLABEL_SINK__METRICS_PORT": str(port),
-        },
-        port,
-        d.sink_resources.cpu,
-        d.sink_resources.memory,
+        "SINK",
+        settings.sink.metrics_port,
+        d.sink_resources,
+        (sink_group_id(table), topic, d.sink_lag_threshold),
+        (d.sink_min_replicas, d.sink_max_replicas),
     )
-    partitions = settings.topics.partitions_for(topic)
-    max_replicas = min(d.sink_max_replicas or partitions, partitions)
-    scaled = _scaled_object(
-        settings,
-        name,
-        deployment["metadata"]["labels"],
-        d.sink_min_replicas,
-        max_replicas,
-        _kafka_trigger(settings, sink_group_id(table), topic, d.sink_lag_threshold),
-    )
-    return [deployment, scaled]
 
 
 def labeler_manifests(settings: Settings) -> list[dict[str, Any]]:
     """Deployment + ScaledObject of the labeler (impressions.enriched -> labels)."""
-    source = EnrichedImpression.topic
     d = settings.deploy
-    port = _worker_port(settings.labeler.metrics_port, settings)
-    deployment = _worker_deployment(
+    return _scaled_worker(
         settings,
         LABELER,
         LABELER,
         ["label", "run"],
+        "LABELER",
+        settings.labeler.metrics_port,
+        d.labeler_resources,
+        (settings.labeler.group_id, EnrichedImpression.topic, d.labeler_lag_threshold),
+        (d.labeler_min_replicas, d.labeler_max_replicas),
+    )
+
+
+def _scaled_worker(
+    settings: Settings,
+    name: str,
+    app: str,
+    args: list[str],
+    settings_section: str,
+    metrics_port: int,
+    resources: ComponentResources,
+    lag: tuple[str, str, int],
+    replicas: tuple[int, int | None],
+) -> list[dict[str, Any]]:
+    """A worker Deployment and its KEDA ScaledObject on the lag of (group, topic): never
+    more replicas than the topic has partitions (an extra member would sit idle)."""
+    group, topic, threshold = lag
+    min_replicas, max_bound = replicas
+    port = _worker_port(metrics_port, settings)
+    deployment = _worker_deployment(
+        settings,
+        name,
+        app,
+        args,
         {
-            "FRESHLABEL_LABELER__METRICS_HOST": POD_BIND_ADDRESS,
-            "FRESHLABEL_LABELER__METRICS_PORT": str(port),
+            f"FRESHLABEL_{settings_section}__METRICS_HOST": POD_BIND_ADDRESS,
+            f"FRESHLABEL_{settings_section}__METRICS_PORT": str(port),
         },
         port,
-        d.labeler_resources.cpu,
-        d.labeler_resources.memory,
+        resources.cpu,
+        resources.memory,
     )
-    partitions = settings.topics.partitions_for(source)
-    max_replicas = min(d.labeler_max_replicas or partitions, partitions)
+    partitions = settings.topics.partitions_for(topic)
     scaled = _scaled_object(
         settings,
-        LABELER,
+        name,
         deployment["metadata"]["labels"],
-        d.labeler_min_replicas,
-        max_replicas,
-        _kafka_trigger(settings, settings.labeler.group_id, source, d.labeler_lag_threshold),
+        min_replicas,
+        min(max_bound or partitions, partitions),
+        _kafka_trigger(settings, group, topic, threshold),
     )
     return [deployment, scaled]
 
