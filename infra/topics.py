@@ -10,7 +10,8 @@ from infra.config import Settings
 
 
 def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[str]:
-    """Create any missing topic; returns the ones created. Existing topics are left as they are."""
+    """Create any missing topic with its partitions and config (`Settings.topic_config`);
+    returns the ones created. Existing topics are left as they are."""
     wanted = topics or settings.topics.all_topics
     admin = KafkaAdminClient(
         bootstrap_servers=settings.broker.bootstrap, **settings.broker.client_options
@@ -22,6 +23,10 @@ def ensure_topics(settings: Settings, topics: list[str] | None = None) -> list[s
                 name=t,
                 num_partitions=settings.topics.partitions_for(t),
                 replication_factor=settings.topics.replication_factor,
+                # Compaction for the pin changelogs, retention >= window for windowed
+                # inputs: the same config `deploy render` gives the KafkaTopics (the
+                # embedded broker accepts and ignores it).
+                topic_configs=settings.topic_config(t),
             )
             for t in wanted
             if t not in existing
