@@ -17,25 +17,68 @@ summary; every process it started is stopped by its PID.
 
 The snapshots of each table are counted too (commits in the window as the table saw them),
 and the table is checked for exactly-once rows at the end (no impression twice).
+
+First, in this process, it times the commit's conflict window (`commit_window`): from the
+table refresh the ledger is read from to the catalog's compare-and-swap, i.e. what
+`IcebergSink._commit_once` does minus the duplicate check (refresh, read the ledger, write the
+Parquet file, manifests and metadata, swap), for `--batch-rows` rows and for `--probe-rows`.
+Another writer's commit landing inside that window is a conflict.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_sink import Sample, SinkProcess, bench_settings, prefill  # noqa: E402
+from benchmarks.bench_sink import (  # noqa: E402
+    TOPIC,
+    Sample,
+    SinkProcess,
+    bench_settings,
+    enriched,
+    prefill,
+)
 from benchmarks.cpu import machine_load  # noqa: E402
 from infra import stack  # noqa: E402
-from infra.catalog import open_catalog  # noqa: E402
+from infra.catalog import ensure_namespace, ensure_table, open_catalog  # noqa: E402
 from infra.config import Settings  # noqa: E402
+from schemas import EnrichedImpression  # noqa: E402
+from streams.arrow_rows import SourcePosition, to_arrow  # noqa: E402
+from streams.offsets import append_with_offsets, committed_offsets  # noqa: E402
+
+
+def commit_window(settings: Settings, rows: int, repeats: int) -> dict[str, Any]:
+    """Seconds from the refresh a commit is based on to the catalog swap, median of
+    `repeats` commits of `rows` rows each on a fresh table (one writer, no contention)."""
+    catalog = open_catalog(settings)
+    namespace = settings.catalog.namespace
+    ensure_namespace(catalog, namespace)
+    table = ensure_table(catalog, namespace, f"probe_{rows}", schema_of=EnrichedImpression.table)
+    windows = []
+    for r in range(repeats):
+        events = [enriched(r * rows + i) for i in range(rows)]
+        positions = [SourcePosition(0, r * rows + i) for i in range(rows)]
+        started = time.monotonic()
+        table = table.refresh()
+        done = committed_offsets(table, TOPIC)
+        arrow = to_arrow(table, events, positions, f"probe-{r}", datetime.now(UTC))
+        table = append_with_offsets(table, arrow, TOPIC, {**done, 0: (r + 1) * rows})
+        windows.append(time.monotonic() - started)
+    return {
+        "rows": rows,
+        "window_s_median": round(statistics.median(windows), 3),
+        "window_s_max": round(max(windows), 3),
+        "repeats": repeats,
+    }
 
 
 def writer_args(n: int, i: int, args: argparse.Namespace) -> list[str]:
@@ -111,9 +154,12 @@ def run_writers(settings: Settings, n: int, args: argparse.Namespace, work: Path
         for i, s in enumerate(sinks)
         if s.proc is None or s.proc.returncode != 0
     ]
+    seen = table_check(settings, table, begin_ms, end_ms)
     return {
         "writers": n,
         "assignment": args.assignment,
+        # As the table saw them: also counts writers that died during the window.
+        "table_commits_per_min": round(seen["table_snapshots_in_window"] * 60 / window, 1),
         "window_s": round(window, 1),
         "commits": commits,
         "commits_per_min": round(commits * 60 / window, 1),
@@ -134,7 +180,7 @@ def run_writers(settings: Settings, n: int, args: argparse.Namespace, work: Path
             int(f.get("skipped_already_committed", 0)) for f in finals
         ),
         "failed_writers": failed,
-        **table_check(settings, table, begin_ms, end_ms),
+        **seen,
         "load_before": load_before["load_avg_1_5_15"],
         "load_after": load_after["load_avg_1_5_15"],
         "at": load_before["at"],
@@ -151,6 +197,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=40.0, help="seconds counted per N")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--assignment", choices=("static", "group"), default="static")
+    parser.add_argument("--probe-rows", type=int, default=50_000, help="commit_window rows")
     args = parser.parse_args()
     counts = [int(n) for n in args.writers.split(",")]
     if max(counts) > args.partitions:
@@ -165,6 +212,12 @@ def main() -> None:
         stack.up(settings)
         try:
             produce_s = prefill(settings, args.rows)
+            load = machine_load()
+            windows = [
+                commit_window(settings, args.batch_rows, 10),
+                commit_window(settings, args.probe_rows, 3),
+            ]
+            print(json.dumps({"commit_window": windows, "load": load}), flush=True)
             for n in counts:
                 result = run_writers(settings, n, args, work)
                 print(json.dumps(result), flush=True)
@@ -178,12 +231,15 @@ def main() -> None:
         "batch_rows": args.batch_rows,
         "batch_seconds": args.batch_seconds,
         "quality_gate": False,
+        "commit_window": windows,
         "table": [
             {
                 k: r[k]
                 for k in (
                     "writers",
+                    "table_commits_per_min",
                     "commits_per_min",
+                    "failed_writers",
                     "conflict_retries",
                     "conflicts_per_commit",
                     "rows_per_s",
