@@ -9,6 +9,10 @@ Starts its own broker, catalog and Triton (serving the teacher in DIR) on free p
 2. freshness: produces enriched rows stamped with the current time at `--rate` rows/s while
    the labeler and the labels sink run, then reports event time -> label visible in Iceberg.
 The enrichment job is left out on purpose (its own latency is in bench_enrich.py).
+
+The throughput runs also report CPU (user + system, from /proc): `labeler_cpu_us_per_row`
+is this process's (the labeler runs in it: decode, text, cache, gRPC client, produce),
+`triton_cpu_ms_per_scored_pair` is the Triton server's with its backend stubs.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from infra import stack  # noqa: E402
+from benchmarks.cpu import machine_load, tree_cpu_seconds  # noqa: E402
+from infra import stack, triton  # noqa: E402
 from infra.catalog import open_catalog  # noqa: E402
 from infra.config import Settings  # noqa: E402
 from infra.process import free_port  # noqa: E402
@@ -80,18 +85,30 @@ def row(i: int, unique: bool, rng: np.random.Generator, at: datetime) -> Enriche
 async def drain(settings: Settings, expected: int) -> dict[str, float]:
     scorer = TritonScorer.from_settings(settings)
     labeler = Labeler(settings, scorer)
+    state = stack.read_state(settings)
+    triton_pid = next(r.pid for r in state.services if r.name == triton.SERVICE) if state else 0
+    load_before = machine_load()
+    triton_cpu = tree_cpu_seconds(triton_pid) if triton_pid else 0.0
+    cpu = time.process_time()
     started = time.monotonic()
     try:
         stats = await labeler.run(max_rows=expected, idle_timeout_s=30)
     finally:
         await scorer.close()
     seconds = time.monotonic() - started
+    # Includes up to idle_timeout_s of idle polling at the end (little CPU).
+    cpu = time.process_time() - cpu
+    triton_cpu = (tree_cpu_seconds(triton_pid) - triton_cpu) if triton_pid else 0.0
     return {
         "rows": stats.rows,
         "seconds": round(seconds, 1),
         "labels_per_s": round(stats.rows / seconds, 1),
         "hit_rate": round(stats.cache_hits / max(1, stats.rows), 3),
         "scored": stats.scored,
+        "labeler_cpu_us_per_row": round(cpu * 1e6 / max(1, stats.rows), 1),
+        "triton_cpu_ms_per_scored_pair": round(triton_cpu * 1e3 / max(1, stats.scored), 1),
+        "load_before": load_before["load_avg_1_5_15"],
+        "load_after": machine_load()["load_avg_1_5_15"],
     }
 
 
