@@ -188,7 +188,7 @@ def test_the_second_profile_differs_where_its_settings_do() -> None:
 
 def test_one_partition_count_changes_its_topic_and_its_scaler_only(tmp_path: Path) -> None:
     before = render(load_profile(PRODUCTION))
-    after = render(_with(tmp_path, PRODUCTION, "topics.partitions.labels", 24))
+    after = render(_with(tmp_path, PRODUCTION, "topics.partitions.labels", 4))
     assert _diff(before, after) == {
         "topics.yaml: KafkaTopic/labels: spec.partitions",
         "freshlabel-sink-labels.yaml: ScaledObject/freshlabel-sink-labels: spec.maxReplicaCount",
