@@ -122,9 +122,7 @@ def _sink_run(args: argparse.Namespace, settings: Settings) -> int:
     chosen["worker_index"] = args.worker_index
     given = {k: v for k, v in chosen.items() if v is not None}
     if given:
-        settings = settings.model_copy(
-            update={"sink": settings.sink.model_copy(update=given)}
-        )
+        settings = settings.model_copy(update={"sink": settings.sink.model_copy(update=given)})
     if settings.sink.worker_index >= settings.sink.workers:
         print(
             f"--worker-index {settings.sink.worker_index} is not below --workers "
