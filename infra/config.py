@@ -74,8 +74,7 @@ class ObjectStoreSettings(BaseModel):
 
 
 # Topics a Flink window reads, with the FlinkSettings window (days) and slide (hours) of it:
-# their
-# retention must cover that window, so a restore or a fresh deploy can refill it.
+# their retention must cover that window, so a restore or a fresh deploy can refill it.
 WINDOWED_TOPICS: dict[str, tuple[str, str]] = {
     "board_saves": ("top_boards_window_days", "top_boards_slide_hours"),
     "engagements": ("top_queries_window_days", "top_queries_slide_hours"),

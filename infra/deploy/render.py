@@ -39,6 +39,7 @@ from infra.deploy.monitoring import (
     grafana_dashboard,
     monitoring_manifests,
     selector_labels,
+    worker_metrics_port,
 )
 from infra.flink_cluster import cluster_tuning
 from infra.triton import server_args
@@ -387,10 +388,6 @@ def flink_deployment(settings: Settings) -> dict[str, Any]:
 # -- workers (sinks, labeler) ----------------------------------------------------------------
 
 
-def _worker_port(configured: int, settings: Settings) -> int:
-    return configured or settings.deploy.metrics_port
-
-
 def _kafka_trigger(settings: Settings, group: str, topic: str, threshold: int) -> dict[str, Any]:
     """A KEDA kafka trigger on `group`'s lag on `topic`; TLS/SASL follow the broker's
     client options, credentials come from the TriggerAuthentication `deploy.keda_kafka_auth`."""
@@ -533,7 +530,6 @@ def sink_manifests(settings: Settings, topic: str) -> list[dict[str, Any]]:
         SINK,
         ["sink", "run", "--topic", topic, "--table", table],
         "SINK",
-        settings.sink.metrics_port,
         d.sink_resources,
         (sink_group_id(table), topic, d.sink_lag_threshold),
         (d.sink_min_replicas, d.sink_max_replicas),
@@ -549,7 +545,6 @@ def labeler_manifests(settings: Settings) -> list[dict[str, Any]]:
         LABELER,
         ["label", "run"],
         "LABELER",
-        settings.labeler.metrics_port,
         d.labeler_resources,
         (settings.labeler.group_id, EnrichedImpression.topic, d.labeler_lag_threshold),
         (d.labeler_min_replicas, d.labeler_max_replicas),
@@ -562,7 +557,6 @@ def _scaled_worker(
     app: str,
     args: list[str],
     settings_section: str,
-    metrics_port: int,
     resources: ComponentResources,
     lag: tuple[str, str, int],
     replicas: tuple[int, int | None],
@@ -571,7 +565,7 @@ def _scaled_worker(
     more replicas than the topic has partitions (an extra member would sit idle)."""
     group, topic, threshold = lag
     min_replicas, max_bound = replicas
-    port = _worker_port(metrics_port, settings)
+    port = worker_metrics_port(settings, app)
     deployment = _worker_deployment(
         settings,
         name,
