@@ -67,7 +67,6 @@ class WorkerHealth:
             "1 while the worker can work (connected, holding an assignment), else 0",
             registry=registry,
         )
-        self._server: WSGIServer | None = None
 
     def tick(self) -> None:
         """The loop turned: the worker is alive."""
@@ -79,6 +78,24 @@ class WorkerHealth:
             self._ready = ok
             self._reason = " ".join(reason.split()) or ("ready" if ok else "not ready")
         self._ready_gauge.set(1 if ok else 0)
+
+    def loop_turned(self, consumer: Any, group: str, topic: str, assigned: bool) -> None:
+        """One turn of a consumer worker's loop: alive, and ready while its group has
+        assigned it `topic` (naming the partitions held), else not ready, saying so.
+
+        Args:
+            consumer: The worker's kafka-python KafkaConsumer.
+            group: Its consumer group.
+            topic: The topic it reads.
+            assigned: Whether the group has assigned this member (an empty assignment
+                counts: a standby member).
+        """
+        self.tick()
+        if assigned:
+            held = sorted(tp.partition for tp in consumer.assignment())
+            self.ready(True, f"holding partitions {held} of {topic}")
+        else:
+            self.ready(False, f"consumer group {group} has not assigned {topic} yet")
 
     def liveness(self) -> tuple[bool, str]:
         """(alive, reason): alive while the loop ticked within `liveness_timeout_s`."""
@@ -141,7 +158,6 @@ class WorkerHealth:
                 "sink.metrics_port / labeler.metrics_port",
             ) from exc
         threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-        self._server = server
         return server
 
 
@@ -158,6 +174,7 @@ class ConsumerLag:
         )
         self.every_s = every_s
         self._shown: set[tuple[str, str, str]] = set()
+        self._total = 0
         self._at = float("-inf")
 
     def observe(self, consumer: Any, group: str, force: bool = False) -> int:
@@ -169,11 +186,12 @@ class ConsumerLag:
             force: Refresh now.
 
         Returns:
-            The lag summed over the partitions held (0 when not refreshed or none known).
+            The lag summed over the partitions held, as of the last refresh (0 when none is
+            known).
         """
         now = time.monotonic()
         if not force and now - self._at < self.every_s:
-            return sum(int(v) for v in self._values())
+            return self._total
         self._at = now
         current: dict[tuple[str, str, str], int] = {}
         for tp in consumer.assignment():
@@ -190,12 +208,11 @@ class ConsumerLag:
         for labels, lag in current.items():
             self.gauge.labels(*labels).set(lag)
         self._shown = set(current)
-        return sum(current.values())
-
-    def _values(self) -> list[float]:
-        return [self.gauge.labels(*labels)._value.get() for labels in self._shown]
+        self._total = sum(current.values())
+        return self._total
 
     def clear(self) -> None:
         """Forget every partition (the consumer is gone)."""
         self.gauge.clear()
         self._shown = set()
+        self._total = 0

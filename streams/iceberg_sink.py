@@ -385,14 +385,7 @@ class IcebergSink:
 
     def _report_health(self) -> None:
         """Liveness, readiness and consumer lag for the metrics endpoint, once a loop turn."""
-        self.metrics.tick()
-        if self.joined:
-            held = sorted(tp.partition for tp in self.consumer.assignment())
-            self.metrics.ready(True, f"holding partitions {held} of {self.topic}")
-        else:
-            self.metrics.ready(
-                False, f"consumer group {self.group_id} has not assigned {self.topic} yet"
-            )
+        self.metrics.health.loop_turned(self.consumer, self.group_id, self.topic, self.joined)
         self.metrics.observe_lag(self.consumer, self.group_id)
 
     def _stuck_group(self, rejoins: int) -> None:

@@ -473,14 +473,9 @@ class Labeler:
 
     def _report_health(self) -> None:
         """Liveness and readiness for the metrics endpoint, once a loop turn."""
-        self.metrics.tick()
-        if self.membership.assigned:
-            held = sorted(tp.partition for tp in self.consumer.assignment())
-            self.metrics.ready(True, f"holding partitions {held} of {SOURCE_TOPIC}")
-        else:
-            self.metrics.ready(
-                False, f"consumer group {self.cfg.group_id} has not assigned {SOURCE_TOPIC} yet"
-            )
+        self.metrics.health.loop_turned(
+            self.consumer, self.cfg.group_id, SOURCE_TOPIC, self.membership.assigned
+        )
 
     def close(self, error: str | None = None) -> None:
         """Leave the group without committing, and write the final status: stopped, or the
