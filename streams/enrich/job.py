@@ -15,7 +15,7 @@ from pathlib import Path
 
 from infra.artifacts import KAFKA_CLIENTS_JAR, KAFKA_CONNECTOR_JAR, require
 from infra.config import Settings
-from streams.enrich.operations import cluster_is_local
+from streams.enrich.operations import state_uris
 from streams.enrich.sql import render, state_ttl_s
 
 
@@ -62,8 +62,8 @@ def flink_config(
 ) -> dict[str, str]:
     """`job_config` plus the connector jars and this interpreter; then, unless this process
     is the main of an application cluster (whose own configuration, the FlinkDeployment,
-    says where state goes and what it restores from), checkpoint and savepoint folders under
-    the state folder and the cluster to submit to."""
+    says where state goes and what it restores from), the checkpoint and savepoint folders
+    (`operations.state_uris`) and the cluster to submit to."""
     f = settings.flink
     jars = ";".join(
         require(settings.tools_dir, jar).as_uri()
@@ -76,13 +76,9 @@ def flink_config(
     }
     if application:
         return config
-    if cluster_is_local(settings):
-        state = settings.state_dir / "flink"
-        config["execution.checkpointing.dir"] = (state / "checkpoints").as_uri()
-        config["execution.checkpointing.savepoint-dir"] = (state / "savepoints").as_uri()
-    else:  # a session cluster: the object-storage folders the operator's job uses too
-        config["execution.checkpointing.dir"] = settings.deploy.checkpoints_uri
-        config["execution.checkpointing.savepoint-dir"] = settings.deploy.savepoints_uri
+    checkpoints, savepoints = state_uris(settings)
+    config["execution.checkpointing.dir"] = checkpoints
+    config["execution.checkpointing.savepoint-dir"] = savepoints
     if not local:
         config.update(
             {

@@ -26,6 +26,7 @@ from infra.config import PROJECT_ROOT, Settings
 from infra.flink_cluster import (
     FlinkError,
     JobSummary,
+    checkpoints_dir,
     flink_python,
     list_jobs,
     request,
@@ -69,21 +70,35 @@ def cluster_is_local(settings: Settings) -> bool:
         return False
 
 
-def savepoint_target(settings: Settings) -> str:
-    """The directory `stop --savepoint` asks the cluster to write into, as a URI.
+def state_uris(settings: Settings) -> tuple[str, str]:
+    """Where the job's checkpoints and savepoints go, as URIs.
 
     Args:
         settings: the platform settings.
 
     Returns:
-        `<state>/flink/savepoints` (created) for a local cluster, else
-        `deploy.savepoints_uri` (e.g. s3://.../savepoints).
+        (checkpoints, savepoints): under `<state>/flink` for a cluster on this machine,
+        else `deploy.checkpoints_uri` and `deploy.savepoints_uri` (object storage, the
+        folders the operator's FlinkDeployment uses too).
     """
     if cluster_is_local(settings):
-        target = savepoints_dir(settings)
-        target.mkdir(parents=True, exist_ok=True)
-        return target.as_uri()
-    return settings.deploy.savepoints_uri
+        return checkpoints_dir(settings).as_uri(), savepoints_dir(settings).as_uri()
+    return settings.deploy.checkpoints_uri, settings.deploy.savepoints_uri
+
+
+def savepoint_target(settings: Settings) -> str:
+    """The directory `stop --savepoint` asks the cluster to write into, as a URI
+    (`state_uris`; a local one is created first).
+
+    Args:
+        settings: the platform settings.
+
+    Returns:
+        The savepoints URI.
+    """
+    if cluster_is_local(settings):
+        savepoints_dir(settings).mkdir(parents=True, exist_ok=True)
+    return state_uris(settings)[1]
 
 
 def active_job(settings: Settings, job: str = "enrich") -> JobSummary | None:
