@@ -174,13 +174,14 @@ def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
             f"generated {generated.events} events in {generated.seconds:.0f} s; waiting for "
             "the pipeline to drain"
         )
-        codes = _drain_pipeline(s, procs, generated.counts.get("impressions", 0), logs)
+        codes, labeler_stats = _drain_pipeline(
+            s, procs, generated.counts.get("impressions", 0), logs
+        )
     finally:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    labeler_stats = _last_json_line(logs / "demo-labeler.log")
     stop_job(s, savepoint=False)
     if any(codes.values()):
         failed = {n: c for n, c in codes.items() if c}
@@ -202,7 +203,7 @@ def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
 
 def _drain_pipeline(
     s: Settings, procs: dict[str, subprocess.Popen[bytes]], impressions: int, logs: Path
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[str, Any]]:
     """Stop each worker once everything upstream of it is through, in flow order: the
     enriched sink when its ledger covers one record per generated impression, the labeler
     when its group has committed the whole enriched topic, the labels sink when its ledger
@@ -210,7 +211,8 @@ def _drain_pipeline(
     `demo.stall_timeout_s` is stopped where it is (the report then shows what is missing).
 
     Returns:
-        worker name -> exit code (0: it committed what it held and stopped cleanly).
+        worker name -> exit code (0: it committed what it held and stopped cleanly), and
+        the labeler's final stats (the last JSON line of its log).
     """
     from serving.labeler.labeler import SOURCE_TOPIC
     from streams.kafka_io import group_offsets
@@ -236,9 +238,10 @@ def _drain_pipeline(
         enriched,
         lambda: sum(group_offsets(s, s.labeler.group_id, SOURCE_TOPIC).values()),
     )
-    labels = int(_last_json_line(logs / "demo-labeler.log").get("labels", 0))
+    labeler_stats = _last_json_line(logs / "demo-labeler.log")
+    labels = int(labeler_stats.get("labels", 0))
     _drain_stage(s, "labels sink", procs["labels sink"], labels, lambda: ledger("labels", "labels"))
-    return {name: proc.returncode for name, proc in procs.items()}
+    return {name: proc.returncode for name, proc in procs.items()}, labeler_stats
 
 
 def _drain_stage(
