@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NamespaceAlreadyExistsError, NoSuchTableError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
 from pyiceberg.table import Table
 
 from infra.config import Settings
@@ -82,23 +87,31 @@ def ensure_table(
     schema_of: str | None = None,
 ) -> Table:
     """The table `namespace.name`, created or evolved to the registry's current version of
-    its own entry (or of `schema_of`, for another table with the same schema)."""
+    its own entry (or of `schema_of`, for another table with the same schema). Safe when
+    several processes start at once (sinks scaled out on a new table): the one that loses
+    the creation, or the evolution, takes the table the winner made."""
     registry = registry or Registry.load()
     entry = table_entry(schema_of or name, registry)
     identifier = f"{namespace}.{name}"
     try:
-        table = _evolve(catalog.load_table(identifier), entry)
+        table = catalog.load_table(identifier)
     except NoSuchTableError:
         # Created at version 1 and evolved like any older table: Iceberg numbers the fields
         # of a new table in its own order, so creating the current schema directly would
         # give an added field a different id than a table that lived through the change.
-        created = catalog.create_table(
-            identifier,
-            schema=iceberg_schema(entry, version=1),
-            partition_spec=partition_spec(entry),
-            properties=TABLE_PROPERTIES,
-        )
-        table = _evolve(created, entry)
+        try:
+            table = catalog.create_table(
+                identifier,
+                schema=iceberg_schema(entry, version=1),
+                partition_spec=partition_spec(entry),
+                properties=TABLE_PROPERTIES,
+            )
+        except TableAlreadyExistsError:  # another process created it meanwhile
+            table = catalog.load_table(identifier)
+    try:
+        table = _evolve(table, entry)
+    except CommitFailedException:  # another process evolved it meanwhile: the same fields
+        table = _evolve(catalog.load_table(identifier), entry)
     verify_field_ids(table, entry, identifier)
     return table
 

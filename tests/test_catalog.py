@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+import json
+import multiprocessing
+from typing import Any, ClassVar
 
 import pytest
 
@@ -88,3 +90,31 @@ def test_foreign_table_with_other_ids_is_detected(settings: Settings) -> None:
     )
     with pytest.raises(FieldIdMismatchError, match="created or evolved outside freshlabel"):
         ensure_table(catalog, "freshlabel", "pin_captions")
+
+
+def _ensure_at_barrier(settings: Settings, barrier: Any, results: Any) -> None:
+    catalog = open_catalog(settings)
+    barrier.wait()
+    try:
+        table = ensure_table(catalog, "freshlabel", "impressions_enriched")
+        results.put(("ok", {f.name: f.field_id for f in table.schema().fields}))
+    except Exception as exc:  # reported to the test, which names it
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def test_processes_starting_together_all_get_the_one_table(settings: Settings) -> None:
+    # Sinks scaled out on a new table start at once: every one must end up with the table,
+    # not die because another created (or evolved) it first.
+    ensure_namespace(open_catalog(settings), "freshlabel")
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [
+        ctx.Process(target=_ensure_at_barrier, args=(settings, barrier, results)) for _ in range(4)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    assert [o for o in outcomes if o[0] != "ok"] == []
+    assert len({json.dumps(o[1], sort_keys=True) for o in outcomes}) == 1
