@@ -46,19 +46,61 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def free_port(host: str = "127.0.0.1", below: int = 65536) -> int:
-    """A port nothing uses now. `below` keeps room for services that listen on port+N too
-    (SeaweedFS serves gRPC on port + 10000)."""
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; the usual default
+    elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
+def free_port(host: str = "127.0.0.1", offset: int = 0) -> int:
+    """A port nothing listens on now, for a service that binds it later.
+
+    It lies outside the kernel's ephemeral range, so that no outgoing connection made in the
+    meantime can take it (a port picked from that range was once taken by a client socket
+    before Flink's REST endpoint bound it), and it is not handed out twice by this process.
+
+    Args:
+        host: the address the service will bind.
+        offset: port + offset must be free and outside that range too (SeaweedFS serves gRPC
+            on port + 10000).
+
+    Returns:
+        The port.
+
+    Raises:
+        ServiceError: no such port is free.
+    """
+    low, high = ephemeral_ports()
+    candidates = [p for p in (*range(10000, low), *range(high + 1, 65536)) if p + offset < 65536]
+    candidates = [p for p in candidates if p + offset < low or p + offset > high]
     for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, 0 if below >= 65536 else random.randrange(20000, below)))
-            except OSError:  # a random pick that is taken: pick again
-                continue
-            port: int = sock.getsockname()[1]
-        if port < below:
-            return port
-    raise ServiceError(f"no free port below {below} on {host}")
+        if not candidates:
+            break
+        port = random.choice(candidates)
+        if port in _handed_out or any(not _bindable(host, p) for p in {port, port + offset}):
+            continue
+        _handed_out.add(port)
+        return port
+    raise ServiceError(
+        f"no free port outside the ephemeral range {low}-{high} on {host}: "
+        "free some, or narrow net.ipv4.ip_local_port_range"
+    )
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -24,10 +24,10 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
         state_dir=state_dir,
         broker={"port": free_port()},
         object_store={
-            "s3_port": free_port(below=55000),
-            "master_port": free_port(below=55000),
-            "volume_port": free_port(below=55000),
-            "filer_port": free_port(below=55000),
+            "s3_port": free_port(offset=10000),
+            "master_port": free_port(offset=10000),
+            "volume_port": free_port(offset=10000),
+            "filer_port": free_port(offset=10000),
         },
         **overrides,
     )

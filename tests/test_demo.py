@@ -23,7 +23,7 @@ def test_demo_runs_the_whole_platform_and_reports(settings: Settings) -> None:
         "TRITON__GRPC_PORT",
         "TRITON__METRICS_PORT",
     ):
-        env[f"FRESHLABEL_{name}"] = str(free_port(below=55000))
+        env[f"FRESHLABEL_{name}"] = str(free_port())
     # A configured teacher would make this test depend on `make teacher`: use the quick one.
     env["FRESHLABEL_TEACHER__TEACHERS_DIR"] = str(settings.state_dir / "no-teachers")
     env["FRESHLABEL_DEMO__IMPRESSIONS"] = "3000"

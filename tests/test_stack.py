@@ -92,19 +92,28 @@ def test_durable_broker_keeps_messages_across_restart(settings: Settings) -> Non
         stack.down(settings)
 
 
-def test_free_port_below_a_limit_skips_a_taken_pick(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_free_port_skips_taken_ports_and_stays_out_of_the_ephemeral_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import random
 
-    from infra.process import free_port
+    from infra import process
 
+    low, high = process.ephemeral_ports()
+    busy, free = process.free_port(), process.free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", 0))
+        taken.bind(("127.0.0.1", busy))
         taken.listen()
-        busy = taken.getsockname()[1]
-        picks = iter([busy, busy, 0])  # two taken picks, then one the OS chooses
-        monkeypatch.setattr(random, "randrange", lambda lo, hi: next(picks))
-        port = free_port(below=65535)
-    assert port not in (busy, 0)
+        picks = iter([busy, busy, free])  # a taken pick twice, then a free one
+        monkeypatch.setattr(random, "choice", lambda seq: next(picks))
+        monkeypatch.setattr(process, "_handed_out", set())
+        assert process.free_port() == free
+    monkeypatch.undo()
+    ports = [process.free_port(offset=10000) for _ in range(50)]
+    assert len(set(ports)) == 50  # never handed out twice
+    for port in ports:
+        for p in (port, port + 10000):
+            assert not low <= p <= high and p < 65536
 
 
 @pytest.mark.slow
