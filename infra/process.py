@@ -78,11 +78,9 @@ def free_port(host: str = "127.0.0.1", offset: int = 0) -> int:
         ServiceError: no such port is free.
     """
     low, high = ephemeral_ports()
-    candidates = [p for p in (*range(10000, low), *range(high + 1, 65536)) if p + offset < 65536]
-    candidates = [p for p in candidates if p + offset < low or p + offset > high]
-    for _ in range(200):
-        if not candidates:
-            break
+    outside = [*range(10000, low), *range(high + 1, 65536)]
+    candidates = [p for p in outside if p + offset < low or high < p + offset < 65536]
+    for _ in range(200 if candidates else 0):
         port = random.choice(candidates)
         if port in _handed_out or any(not _bindable(host, p) for p in {port, port + offset}):
             continue
