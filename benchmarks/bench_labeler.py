@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        ports = {k: free_port(offset=10000) for k in ("http_port", "grpc_port", "metrics_port")}
+        ports = {k: free_port() for k in ("http_port", "grpc_port", "metrics_port")}
         settings = Settings(
             state_dir=Path(tmp),
             broker={"port": free_port()},
