@@ -222,11 +222,13 @@ class FlinkSettings(BaseModel):
     venv: Path = PROJECT_ROOT / ".venv-flink"
     parallelism: int = 1
     checkpoint_interval_s: float = 10.0
-    # A topic partition with no data holds the watermark back without this.
-    # Long enough that a partition with data waiting is never taken for idle while the
-    # job is busy elsewhere (its records would then be late); each quiet partition holds
-    # the watermark back this long after its last record.
-    source_idle_timeout_s: float = 5.0
+    # A topic partition with no data holds the watermark back without this. Wall-clock
+    # time: long enough that a partition whose records wait in a slow fetch (a starved
+    # machine, a busy broker) is never taken for idle, since its records would then be
+    # late; each quiet partition holds the watermark back this long after its last record.
+    # A finite replay does not wait for it: its end is flushed by clock marks written into
+    # every partition (streams/enrich/clock.py).
+    source_idle_timeout_s: float = 30.0
     # Partitions ahead of the slowest by more than this are paused (0: off). Bounds the
     # state a backlog builds up, at some throughput cost.
     alignment_max_drift_s: float = 0.0

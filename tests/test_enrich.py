@@ -46,7 +46,6 @@ ENRICHED = "impressions.enriched"
 FLINK_TEST_SETTINGS: dict[str, Any] = {
     "watermark_delay_s": 1.0,
     "allowed_lateness_s": 0.0,
-    "source_idle_timeout_s": 2.0,
     "checkpoint_interval_s": 2.0,
     "top_queries_window_days": 2,
     "top_queries_slide_hours": 24,
