@@ -22,16 +22,18 @@ from typing import Any
 
 import pytest
 from kafka import TopicPartition
+from pydantic import ValidationError
 
 from infra import stack
 from infra.config import Settings
 from infra.process import free_port, is_running
 from schemas import BoardSave, Engagement, Event, Impression, PinCaption, PinContent
+from schemas.topics import model_for_topic
 from streams.dlq import DeadLetter, Reason
 from streams.enrich import operations
-from streams.enrich.clock import advance_event_time
+from streams.enrich.clock import advance_event_time, mark_value
 from streams.enrich.reference import LateVersion, expected, late_versions, pit_violations
-from streams.enrich.sql import LATE_VERSION_TOPICS, SqlSettingsError, interval, render
+from streams.enrich.sql import LATE_VERSION_TOPICS, SOURCES, SqlSettingsError, interval, render
 from streams.kafka_io import consumer, producer
 from streams.produce import produce_events
 from tests.conftest import ROOT, make_settings, settings_env
@@ -237,6 +239,26 @@ def test_pit_violations_names_each_wrong_field() -> None:
     assert [(v.impression_id, v.field, v.expected, v.got) for v in found] == [
         ("i-a5", "caption", "a red knit sweater", "a red sweater")
     ]
+
+
+@pytest.mark.parametrize("topic", sorted(SOURCES))
+def test_a_clock_mark_carries_only_the_topics_event_time_and_is_no_valid_event(
+    topic: str,
+) -> None:
+    tick = datetime(2026, 11, 3, 4, 5, 6, 789000, tzinfo=UTC)
+    value = json.loads(mark_value(topic, tick))
+    assert value == {SOURCES[topic]: "2026-11-03T04:05:06.789000Z"}
+    # The job's validity filters ask for the ids every model requires: a mark has none, so
+    # it moves its partition's watermark and is joined, counted and dead-lettered nowhere.
+    with pytest.raises(ValidationError):
+        model_for_topic(topic).model_validate(value)
+
+
+def test_a_clock_mark_on_the_clock_topic_is_an_event_time() -> None:
+    tick = datetime(2026, 11, 3, tzinfo=UTC)
+    assert json.loads(mark_value("enrich.clock", tick)) == {
+        "event_time": "2026-11-03T00:00:00.000000Z"
+    }
 
 
 def test_sql_renders_from_settings_and_refuses_misaligned_windows() -> None:

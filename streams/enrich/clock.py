@@ -74,8 +74,7 @@ def send_marks(settings: Settings, tick: datetime) -> int:
             partitions = prod.partitions_for(topic) or {0}
             value = mark_value(topic, tick)
             futures += [
-                prod.send(topic, key=MARK_KEY, value=value, partition=p)
-                for p in sorted(partitions)
+                prod.send(topic, key=MARK_KEY, value=value, partition=p) for p in sorted(partitions)
             ]
         for future in futures:
             future.get(timeout=30)
