@@ -54,6 +54,10 @@ class ExportOptions(BaseModel):
     teacher_batch_size: int = 64
     # "int8": CPU instances quantize both encoders at load (GPU instances ignore it).
     quantize: str = "none"
+    # Triton's dynamic batcher serves priority 1 (live labeling) before 2 (backfill and
+    # other bulk callers); a request that names no priority gets the default, bulk.
+    priority_levels: int = 2
+    default_priority_level: int = 2
 
 
 def _config(
@@ -84,6 +88,8 @@ instance_group [ {{ count: {instances} kind: {kind} }} ]
 dynamic_batching {{
   preferred_batch_size: [ {", ".join(str(b) for b in preferred)} ]
   max_queue_delay_microseconds: {options.max_queue_delay_us}
+  priority_levels: {options.priority_levels}
+  default_priority_level: {options.default_priority_level}
 }}
 {params}
 """
