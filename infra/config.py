@@ -465,6 +465,15 @@ class LabelerSettings(BaseModel):
     # most `rejoins` times; then the labeler stops with the cause (a stuck group).
     join_timeout_s: float = 30.0
     rejoins: int = 2
+    # Triton priority level of each class of traffic: the exported model's dynamic batcher
+    # has two levels and dequeues level 1 first, so live labels overtake a backfill in
+    # Triton's queue. 0 sends requests at the model's default level.
+    live_priority: int = Field(default=1, ge=0)
+    backfill_priority: int = Field(default=2, ge=0)
+    # Rows a backfill reads from Iceberg, scores and publishes per step.
+    backfill_batch_rows: int = Field(default=2_000, ge=1)
+    # Metrics endpoint of a running `label backfill` (a job); 0 disables it.
+    backfill_metrics_port: int = 0
 
 
 class QualitySettings(BaseModel):
