@@ -440,14 +440,24 @@ def describe(status: WorkerStatus) -> str:
     """One line for `freshlabel status`."""
     m = status.metrics
     age = f"updated {time.time() - status.updated_at:.0f} s ago"
-    if status.name == "labeler":
+    if status.name in ("labeler", "labeler-backfill"):
+        # One class of teacher traffic per process (serving/labeler/metrics.py).
+        traffic = m.get("traffic", "live")
         versions = ", ".join(f"{v}: {n:.0f}" for v, n in m.get("versions", {}).items())
         body = (
-            f"{m.get('labels_total', 0):.0f} labels ({versions or 'none'}), "
-            f"{m.get('labels_per_s', 0)}/s, backlog {m.get('backlog', 0):.0f}, "
+            f"{traffic}: {m.get('labels_total', 0):.0f} labels ({versions or 'none'}), "
+            f"{m.get('labels_per_s', 0)}/s, teacher {m.get(f'{traffic}_pairs_per_s', 0)} "
+            f"pairs/s, backlog {m.get('backlog', 0):.0f}, "
             f"dedup hit rate {m.get('dedup_hit_rate', 0):.1%}, teacher call p50 "
             f"{_seconds(m.get('teacher_latency_p50_s'))} / p95 "
             f"{_seconds(m.get('teacher_latency_p95_s'))}, "
+        )
+        if traffic == "live":
+            body += (
+                f"freshness p50 {_seconds(m.get('live_freshness_p50_s'))} / p95 "
+                f"{_seconds(m.get('live_freshness_p95_s'))}, "
+            )
+        body += (
             f"{m.get('teacher_errors', 0):.0f} teacher errors, "
             f"{m.get('dead_letters', 0):.0f} to DLQ"
         )
