@@ -4,7 +4,14 @@
         labels = await client.score(queries, pin_texts)   # one TeacherLabel per pair
 
 Pairs are cut into batches of `batch_size`; at most `max_in_flight` batches are on the
-wire at once (Triton's dynamic batcher merges them server-side). Each request has a
+wire at once (Triton's dynamic batcher merges them server-side), and a batch's request
+tensors are built only once it holds one of those slots, so one client never holds more
+than `max_in_flight` requests' inputs and results, whatever the caller hands it.
+
+Each request carries the client's `priority`: the exported model's dynamic batcher has two
+levels (`priority_levels: 2`, `default_priority_level: 2`) and dequeues level 1 before
+level 2, so the live labeler (priority 1) overtakes a backfill (priority 2) in Triton's
+queue. 0 means "the model's default level". Each request has a
 deadline; UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED are retried with
 exponential backoff. Errors name the server, the model and what to do:
 `TeacherUnavailable` (server down or unreachable), `TeacherVersionMissing` (the model or
@@ -65,9 +72,31 @@ class TeacherClient:
         timeout_s: float = 30.0,
         retries: int = 3,
         backoff_s: float = 0.2,
+        priority: int = 0,
     ):
+        """
+        Args:
+            url: host:port of Triton's gRPC endpoint.
+            model_name: The served model.
+            model_version: A Triton version number to pin ("" = the served one).
+            max_in_flight: Requests on the wire at once (the client's memory bound).
+            batch_size: Pairs per request.
+            timeout_s: Deadline of each request.
+            retries: Retries of UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED.
+            backoff_s: First retry delay (doubles, with jitter).
+            priority: Triton priority level of every inference request (1 is served
+                first; 0 = the model's `default_priority_level`).
+
+        Raises:
+            ValueError: `max_in_flight` or `batch_size` below 1, or a negative priority.
+        """
         if max_in_flight < 1 or batch_size < 1:
             raise ValueError("max_in_flight and batch_size must be at least 1")
+        if priority < 0:
+            raise ValueError(
+                f"priority must be 0 (the model's default level) or a Triton level >= 1, "
+                f"got {priority}"
+            )
         self.url = url
         self.model_name = model_name
         self.model_version = model_version
@@ -76,6 +105,7 @@ class TeacherClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.priority = priority
         self._client = grpcclient.InferenceServerClient(url=url)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._teacher_versions: dict[str, str] = {}
@@ -195,34 +225,50 @@ class TeacherClient:
 
     async def _infer_batch(self, queries: Sequence[str], pin_texts: Sequence[str]):
         n = len(queries)
-        q = np.asarray([s.encode("utf-8") for s in queries], dtype=object).reshape(n, 1)
-        p = np.asarray([s.encode("utf-8") for s in pin_texts], dtype=object).reshape(n, 1)
-        inputs = [
-            grpcclient.InferInput("query", [n, 1], "BYTES"),
-            grpcclient.InferInput("pin_text", [n, 1], "BYTES"),
-        ]
-        inputs[0].set_data_from_numpy(q)
-        inputs[1].set_data_from_numpy(p)
         async with self._slots:
+            # Built inside the slot: at most `max_in_flight` requests exist at once.
+            q = np.asarray([s.encode("utf-8") for s in queries], dtype=object).reshape(n, 1)
+            p = np.asarray([s.encode("utf-8") for s in pin_texts], dtype=object).reshape(n, 1)
+            inputs = [
+                grpcclient.InferInput("query", [n, 1], "BYTES"),
+                grpcclient.InferInput("pin_text", [n, 1], "BYTES"),
+            ]
+            inputs[0].set_data_from_numpy(q)
+            inputs[1].set_data_from_numpy(p)
             result = await self._call(
                 lambda: self._client.infer(
                     self.model_name,
                     inputs,
                     model_version=self.model_version,
+                    priority=self.priority,
                     client_timeout=self.timeout_s,
                 ),
                 f"inference of {n} pairs",
             )
-        response = result.get_response()
-        return (
-            result.as_numpy("probs"),
-            result.as_numpy("score").reshape(-1),
-            result.as_numpy("label").reshape(-1),
-            response.model_version,
-        )
+            response = result.get_response()
+            return (
+                result.as_numpy("probs"),
+                result.as_numpy("score").reshape(-1),
+                result.as_numpy("label").reshape(-1),
+                response.model_version,
+            )
 
     async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[TeacherLabel]:
-        """Teacher labels for (query, pin_text) pairs, in input order."""
+        """Teacher labels for (query, pin_text) pairs, in input order.
+
+        Args:
+            queries: One query per pair.
+            pin_texts: The teacher input of each pair's pin (same length).
+
+        Returns:
+            One `TeacherLabel` per pair, each naming the version that produced it.
+
+        Raises:
+            ValueError: the two sequences differ in length.
+            TeacherUnavailable: no server answers (after the retries).
+            TeacherVersionMissing: the model or the pinned version is not served.
+            TeacherClientError: the server refused the request (or its deadline passed).
+        """
         if len(queries) != len(pin_texts):
             raise ValueError(f"{len(queries)} queries but {len(pin_texts)} pin texts")
         starts = range(0, len(queries), self.batch_size)

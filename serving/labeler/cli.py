@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     stop = stop_on_sigterm()
 
     async def main() -> dict[str, object]:
-        scorer = TritonScorer.from_settings(settings)
+        scorer = TritonScorer.from_settings(settings, traffic="live")
         try:
             stats = await Labeler(settings, scorer).run(
                 idle_timeout_s=args.idle_timeout, max_rows=args.max_rows, should_stop=stop
@@ -39,9 +39,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.cli import stop_on_sigterm
     from serving.labeler.backfill import backfill
 
-    stats = asyncio.run(backfill(settings, args.teacher_version, _since(args.since)))
+    stop = stop_on_sigterm()
+    stats = asyncio.run(
+        backfill(settings, args.teacher_version, _since(args.since), should_stop=stop)
+    )
     print(stats.model_dump_json())
     return 0
 

@@ -25,6 +25,19 @@ How each fault keeps that promise:
   everything is an outage, not a bad row).
 - A version Triton serves without its `teacher_version.<N>` parameter (a half-written
   export) counts as unavailable: no label ever says `unknown`.
+- A teacher slower than the stream (backpressure, not collapse): the loop takes the next
+  poll only when the last one is published and committed, so the unlabeled rows stay in
+  Kafka, where the consumer lag (`freshlabel_consumer_lag_records`, `backlog` in the status
+  file) grows, refreshed after every batch and once a second while waiting on the teacher.
+  Memory is bounded whatever the lag: at most `labeler.batch_rows` records in hand (the
+  poll's `max_poll_records`) plus kafka-python's one buffered fetch per partition (at most
+  `max_partition_fetch_bytes` each, `fetch_max_bytes` per broker), at most
+  `labeler.score_chunk_rows` pairs per teacher call and `labeler.max_in_flight` requests of
+  `labeler.request_rows` pairs on the wire. Nothing is dropped: rows not yet labeled are
+  simply not committed. When the teacher speeds up (or another labeler joins the group and
+  takes partitions) the lag drains.
+- Fresh traffic first: requests carry `labeler.live_priority` (1), which Triton's dynamic
+  batcher dequeues before a backfill's `labeler.backfill_priority` (2).
 - Broker death: connecting, publishing and committing retry with backoff (tenacity) for
   `labeler.broker_wait_s`; a group that never assigns partitions (the embedded broker can
   wedge a group in an endless rebalance) is rejoined with a fresh member, and after
@@ -215,7 +228,7 @@ class LabelMaker:
             results = await self.scorer.score(
                 [rows[i].query for i in chunk], [texts[i] for i in chunk]
             )
-            self.metrics.observe_teacher(time.monotonic() - started)
+            self.metrics.observe_teacher(time.monotonic() - started, len(chunk))
             unnamed = {r.teacher_version for r in results} & UNKNOWN_VERSIONS
             if unnamed:
                 # A version directory Triton loaded before its config named it: wait.
@@ -317,6 +330,7 @@ class Labeler:
         # has not answered a metadata request (None: it answers).
         self._fresh_members = 0
         self._broker_away_since: float | None = None
+        self._reported_at = float("-inf")  # last backlog report while holding
         self.producer: KafkaProducer = self._connect(lambda: producer(settings))
         self.consumer: KafkaConsumer = self._subscribe()
 
@@ -614,6 +628,12 @@ class Labeler:
         deadline = time.monotonic() + seconds
         while True:
             self.metrics.tick()  # waiting on the teacher, not wedged
+            now = time.monotonic()
+            if now - self._reported_at >= 1.0:
+                # The lag stays visible while the teacher is away.
+                self._reported_at = now
+                self.metrics.observe_backlog(self.consumer)
+                self.metrics.write_status()
             if self.should_stop():
                 raise _Stopping()
             assigned = self.consumer.assignment()

@@ -1,12 +1,23 @@
 """The labeler's health: Prometheus metrics, /healthz and /readyz on the metrics port
-(infra/worker_health.py), plus the status file `freshlabel status` reads."""
+(infra/worker_health.py), plus the status file `freshlabel status` reads.
+
+Two classes of traffic reach the teacher: `live` (`label run`, the stream) and `backfill`
+(`label backfill`, history). Each process serves one class; its teacher metrics carry a
+`traffic` label and its status file says, for its class, the pairs/s the teacher scored over
+the last minute and the p50/p95 of its teacher round trips, plus, for live traffic, the
+freshness p50/p95 (impression event time to label acknowledged by the broker). The live
+labeler's status file is `labeler`, a backfill's is `labeler-backfill`.
+
+The backlog (`freshlabel_labeler_backlog`, `freshlabel_consumer_lag_records`) is refreshed
+after every batch and, while the labeler waits for an unavailable teacher, once a second.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from kafka import KafkaConsumer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -16,12 +27,26 @@ from infra.worker_health import ConsumerLag, WorkerHealth
 from infra.worker_status import StatusFile, percentile
 from schemas import EnrichedImpression, RelevanceLabel
 
+Traffic = Literal["live", "backfill"]
+# Status file (worker) name of each class of traffic.
+STATUS_NAMES: dict[Traffic, str] = {"live": "labeler", "backfill": "labeler-backfill"}
+# Window of the pairs/s and labels/s rates.
+RATE_WINDOW_S = 60.0
+
 
 class LabelerMetrics:
-    def __init__(self, settings: Settings, serve: bool = True) -> None:
+    def __init__(self, settings: Settings, serve: bool = True, traffic: Traffic = "live") -> None:
+        """
+        Args:
+            settings: The platform settings (`labeler`).
+            serve: Write a status file and serve the metrics port (when one is configured);
+                False keeps the metrics in memory only.
+            traffic: The class of traffic this process sends to the teacher.
+        """
         self.registry = CollectorRegistry()
-        # Only the long-running labeler has a status file; a backfill (serve=False) is a job.
-        self.status_file = StatusFile(settings, "labeler") if serve else None
+        self.traffic: Traffic = traffic
+        self.status_file = StatusFile(settings, STATUS_NAMES[traffic]) if serve else None
+        self._started = time.monotonic()
         self.labels = Counter(
             "freshlabel_labels_total", "Labels written", ["teacher_version"], registry=self.registry
         )
@@ -37,8 +62,21 @@ class LabelerMetrics:
         )
         self.scorer_latency = Histogram(
             "freshlabel_teacher_batch_seconds",
-            "Time to score one batch of cache misses",
+            "Time to score one batch of cache misses (a teacher round trip)",
+            ["traffic"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.pairs = Counter(
+            "freshlabel_teacher_pairs_total",
+            "Pairs scored by the teacher (cache misses)",
+            ["traffic"],
+            registry=self.registry,
+        )
+        self.pair_rate = Gauge(
+            "freshlabel_teacher_pairs_per_second",
+            "Pairs scored by the teacher per second over the last minute",
+            ["traffic"],
             registry=self.registry,
         )
         self.hit_rate = Gauge(
@@ -68,8 +106,11 @@ class LabelerMetrics:
         # Recent teacher calls and event lags, for the percentiles in the status file.
         self._latencies: deque[float] = deque(maxlen=1000)
         self._event_lags: deque[float] = deque(maxlen=10_000)
-        if serve and settings.labeler.metrics_port:
-            self.health.serve(settings.labeler.metrics_host, settings.labeler.metrics_port)
+        self._pairs: deque[tuple[float, int]] = deque()
+        cfg = settings.labeler
+        port = cfg.metrics_port if traffic == "live" else cfg.backfill_metrics_port
+        if serve and port:
+            self.health.serve(cfg.metrics_host, port)
         # Visible from the start: a labeler killed before its first batch is still listed.
         self.write_status()
 
@@ -86,18 +127,39 @@ class LabelerMetrics:
         from fetch responses (ListOffsets "latest" is wrong on Tansu) minus the position."""
         self.backlog.set(self.lag.observe(consumer, self.group_id, force=True))
 
-    def observe_teacher(self, seconds: float) -> None:
-        self.scorer_latency.observe(seconds)
+    def observe_backlog_of(self, rows: int) -> None:
+        """Set the backlog directly (a backfill: rows of history still to label)."""
+        self.backlog.set(rows)
+
+    def observe_teacher(self, seconds: float, pairs: int) -> None:
+        """One teacher round trip of `pairs` pairs took `seconds`."""
+        self.scorer_latency.labels(self.traffic).observe(seconds)
+        self.pairs.labels(self.traffic).inc(pairs)
         self._latencies.append(seconds)
+        now = time.monotonic()
+        self._pairs.append((now, pairs))
+        self.pair_rate.labels(self.traffic).set(self.pairs_per_s(now))
         self.health.tick()  # a teacher call returned: the loop is moving
+
+    def pairs_per_s(self, now: float | None = None) -> float:
+        """Pairs the teacher scored per second over the last `RATE_WINDOW_S` (or since
+        start, when younger)."""
+        now = time.monotonic() if now is None else now
+        while self._pairs and self._pairs[0][0] < now - RATE_WINDOW_S:
+            self._pairs.popleft()
+        window = min(RATE_WINDOW_S, max(now - self._started, 1.0))
+        return round(sum(n for _, n in self._pairs) / window, 2)
 
     def record_batch(
         self, labels: Sequence[RelevanceLabel], rows: Sequence[EnrichedImpression], hit_rate: float
     ) -> None:
+        """Count a published batch: labels by version, the live rows' freshness (event time
+        to now, after the broker acknowledged them), the hit rate; rewrite the status."""
         now = time.time()
         for label in labels:
             self.labels.labels(label.teacher_version).inc()
-        for row in rows:
+        # A backfill labels history: its event times say nothing about freshness.
+        for row in rows if self.traffic == "live" else ():
             lag = max(0.0, now - row.event_time.timestamp())
             self.event_lag.observe(lag)
             self._event_lags.append(lag)
@@ -118,7 +180,19 @@ class LabelerMetrics:
                         total += sample.value
             return total
 
+        t = self.traffic
+        per_class: dict[str, Any] = {
+            f"{t}_pairs_per_s": self.pairs_per_s(),
+            f"{t}_teacher_p50_s": percentile(self._latencies, 50),
+            f"{t}_teacher_p95_s": percentile(self._latencies, 95),
+        }
+        if t == "live":
+            per_class["live_freshness_p50_s"] = percentile(self._event_lags, 50)
+            per_class["live_freshness_p95_s"] = percentile(self._event_lags, 95)
         return {
+            "traffic": t,
+            **per_class,
+            "teacher_pairs": value(self.pairs, "_total"),
             "labels_total": value(self.labels, "_total"),
             "labels_per_s": round(self.rate._value.get(), 2),
             "dedup_hit_rate": round(self.hit_rate._value.get(), 4),

@@ -6,6 +6,10 @@ labeler's two kinds: `ScorerUnavailable` (the server is down, the model or its v
 loaded, a deadline passed, or a served version has no `teacher_version.<N>` parameter yet:
 wait and retry) and `ScoringFailed` (the server answered and refused the inputs: isolate the
 rows and dead-letter them).
+
+Live labeling and backfills share one client class; they differ only in the Triton priority
+their requests carry (`labeler.live_priority`, `labeler.backfill_priority`), so a backfill
+never queues ahead of fresh traffic on the server.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from serving.client import (
     TeacherVersionMissing,
 )
 from serving.labeler.labeler import UNKNOWN_VERSIONS, ScoredPair, ScorerUnavailable, ScoringFailed
+from serving.labeler.metrics import Traffic
 
 
 class TritonScorer:
@@ -27,13 +32,27 @@ class TritonScorer:
         self.client = client
 
     @classmethod
-    def from_settings(cls, settings: Settings, model_version: str = "") -> TritonScorer:
+    def from_settings(
+        cls, settings: Settings, model_version: str = "", traffic: Traffic = "live"
+    ) -> TritonScorer:
+        """A scorer on the configured Triton.
+
+        Args:
+            settings: The platform settings (`triton`, `labeler`).
+            model_version: A Triton version number to pin ("" = the served one).
+            traffic: "live" or "backfill": picks the requests' Triton priority.
+
+        Returns:
+            The scorer; `close()` it when done.
+        """
+        cfg = settings.labeler
         return cls(
             TeacherClient.from_settings(
                 settings,
                 model_version=model_version,
-                batch_size=settings.labeler.request_rows,
-                max_in_flight=settings.labeler.max_in_flight,
+                batch_size=cfg.request_rows,
+                max_in_flight=cfg.max_in_flight,
+                priority=cfg.live_priority if traffic == "live" else cfg.backfill_priority,
             )
         )
 

@@ -1,0 +1,153 @@
+"""The teacher client's contract without a server: the Triton priority of every request,
+the in-flight bound (the labeler's memory bound on the teacher side), and the per-class
+metrics and status line of live labeling and backfills."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from infra.config import Settings
+from infra.worker_status import WorkerStatus, describe
+from serving.client import TeacherClient
+from serving.labeler.metrics import LabelerMetrics
+from serving.labeler.triton_scorer import TritonScorer
+
+
+class FakeTriton:
+    """Stands in for `tritonclient.grpc.aio.InferenceServerClient`: answers every pair with
+    a fixed label, records each request's arguments and the most requests in flight."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+        self.calls: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def infer(self, model_name: str, inputs: list[Any], **kwargs: Any) -> Any:
+        self.calls.append(kwargs)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
+        n = inputs[0].shape()[0]
+        outputs = {
+            "probs": np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (n, 1)),
+            "score": np.full((n, 1), 1.75, dtype=np.float32),
+            "label": np.full((n, 1), 2, dtype=np.int32),
+        }
+        return SimpleNamespace(
+            as_numpy=outputs.__getitem__,
+            get_response=lambda: SimpleNamespace(model_version="1"),
+        )
+
+    async def get_model_config(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"config": {"parameters": {"teacher_version.1": {"string_value": "t-v1"}}}}
+
+    async def close(self) -> None:
+        pass
+
+
+def _client(fake: FakeTriton, **options: Any) -> TeacherClient:
+    client = TeacherClient("127.0.0.1:1", **options)
+    client._client = fake  # type: ignore[assignment]
+    return client
+
+
+def test_every_request_carries_the_clients_priority() -> None:
+    async def main() -> None:
+        fake = FakeTriton()
+        client = _client(fake, batch_size=4, priority=1)
+        labels = await client.score(["q"] * 10, ["title: t"] * 10)
+        assert len(labels) == 10 and {x.teacher_version for x in labels} == {"t-v1"}
+        assert [c["priority"] for c in fake.calls] == [1, 1, 1]
+
+    asyncio.run(main())
+
+
+def test_a_negative_priority_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="priority must be 0"):
+        TeacherClient("127.0.0.1:1", priority=-1)
+
+
+def test_live_and_backfill_scorers_use_their_configured_levels() -> None:
+    async def main() -> tuple[int, int]:
+        settings = Settings(labeler={"live_priority": 1, "backfill_priority": 2})
+        live = TritonScorer.from_settings(settings)
+        bulk = TritonScorer.from_settings(settings, traffic="backfill")
+        try:
+            return live.client.priority, bulk.client.priority
+        finally:
+            await live.close()
+            await bulk.close()
+
+    assert asyncio.run(main()) == (1, 2)
+
+
+def test_no_more_than_max_in_flight_requests_at_once() -> None:
+    async def main() -> FakeTriton:
+        fake = FakeTriton(delay_s=0.01)
+        client = _client(fake, batch_size=8, max_in_flight=3)
+        labels = await client.score(["q"] * 200, ["title: t"] * 200)
+        assert len(labels) == 200
+        return fake
+
+    fake = asyncio.run(main())
+    assert len(fake.calls) == 25
+    assert fake.most_in_flight == 3  # the bound is reached, never passed
+
+
+def test_status_shows_each_class_rate_latency_and_live_freshness(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from schemas import EnrichedImpression
+
+    settings = Settings(state_dir=tmp_path)
+    row = EnrichedImpression(
+        impression_id="i1",
+        request_id="r1",
+        user_id="u1",
+        query="oak desk",
+        pin_id="p1",
+        position=1,
+        country="US",
+        locale="en-US",
+        event_time=datetime.now(UTC) - timedelta(seconds=2),
+        title="oak desk",
+    )
+    lines = {}
+    for traffic in ("live", "backfill"):
+        metrics = LabelerMetrics(settings, serve=False, traffic=traffic)  # type: ignore[arg-type]
+        metrics.observe_teacher(0.2, 64)
+        metrics.observe_teacher(0.4, 64)
+        metrics.record_batch([], [row], 0.0)
+        snap = metrics.snapshot()
+        assert snap["traffic"] == traffic
+        assert snap[f"{traffic}_pairs_per_s"] > 0
+        assert snap[f"{traffic}_teacher_p50_s"] == pytest.approx(0.3)
+        assert snap["teacher_pairs"] == 128
+        sample = metrics.registry.get_sample_value(
+            "freshlabel_teacher_pairs_total", {"traffic": traffic}
+        )
+        assert sample == 128
+        status = WorkerStatus(
+            name="labeler" if traffic == "live" else "labeler-backfill",
+            pid=1,
+            start_ticks=0,
+            started_at=0,
+            updated_at=0,
+            metrics=snap,
+        )
+        lines[traffic] = describe(status)
+    live = LabelerMetrics(settings, serve=False).snapshot()
+    assert live["live_freshness_p95_s"] is None  # nothing labeled yet: no figure
+    assert "live:" in lines["live"] and "freshness p50 2." in lines["live"]
+    assert "backfill:" in lines["backfill"] and "freshness" not in lines["backfill"]
+    assert "pairs/s" in lines["backfill"]
