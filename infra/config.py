@@ -296,11 +296,14 @@ class TritonSettings(BaseModel):
     max_queue_delay_us: int = 5000
     cpu_instances: int = 1
     gpu_instances: int = 1
-    # torch intra-op threads per model instance; 0 leaves torch's default (all cores).
+    # Intra-op threads per model instance (torch's and onnxruntime's); 0: one per core.
     model_threads: int = 0
-    # "int8": dynamic int8 quantization of the encoders on CPU instances (see
-    # docs/benchmarks.md), "none": fp32.
-    quantize: str = "none"
+    # CPU instances' inference runtime: "onnx" (onnxruntime, graphs exported from the
+    # teacher's weights by `teacher export`) or "torch" (eager PyTorch). GPU: always torch.
+    runtime: Literal["torch", "onnx"] = "onnx"
+    # "int8": dynamic int8 quantization of the encoders on CPU instances, "none": fp32
+    # (docs/teacher.md has both runtimes' quality, docs/benchmarks.md their speed).
+    quantize: Literal["none", "int8"] = "none"
     # Seconds between scans of the repository for new versions (a roll without restart:
     # export version N+1 and Triton swaps it in); 0 loads the repository once at start.
     repository_poll_s: int = 0
@@ -472,6 +475,13 @@ class LabelerSettings(BaseModel):
     backfill_priority: int = Field(default=2, ge=0)
     # Rows a backfill reads from Iceberg, scores and publishes per step.
     backfill_batch_rows: int = Field(default=2_000, ge=1)
+    # A backfill's requests: Triton cannot interrupt a running batch, so a live request
+    # arriving while a backfill batch runs waits for it; small backfill requests, few on
+    # the wire (Triton may merge them into one batch), bound that wait to
+    # backfill_request_rows * backfill_max_in_flight pairs. Per pair, small CPU batches cost
+    # about what large ones do (less padding).
+    backfill_request_rows: int = Field(default=8, ge=1)
+    backfill_max_in_flight: int = Field(default=2, ge=1)
     # Metrics endpoint of a running `label backfill` (a job); 0 disables it.
     backfill_metrics_port: int = 0
 
