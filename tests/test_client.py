@@ -78,17 +78,29 @@ def test_a_negative_priority_is_refused_with_the_fix() -> None:
 
 
 def test_live_and_backfill_scorers_use_their_configured_levels() -> None:
-    async def main() -> tuple[int, int]:
-        settings = Settings(labeler={"live_priority": 1, "backfill_priority": 2})
+    async def main() -> list[tuple[int, int, int]]:
+        settings = Settings(
+            labeler={
+                "live_priority": 1,
+                "backfill_priority": 2,
+                "request_rows": 64,
+                "max_in_flight": 4,
+                "backfill_request_rows": 8,
+                "backfill_max_in_flight": 2,
+            }
+        )
         live = TritonScorer.from_settings(settings)
         bulk = TritonScorer.from_settings(settings, traffic="backfill")
         try:
-            return live.client.priority, bulk.client.priority
+            return [
+                (s.client.priority, s.client.batch_size, s.client.max_in_flight)
+                for s in (live, bulk)
+            ]
         finally:
             await live.close()
             await bulk.close()
 
-    assert asyncio.run(main()) == (1, 2)
+    assert asyncio.run(main()) == [(1, 64, 4), (2, 8, 2)]
 
 
 def test_no_more_than_max_in_flight_requests_at_once() -> None:

@@ -46,7 +46,7 @@ class LabelerMetrics:
         self.registry = CollectorRegistry()
         self.traffic: Traffic = traffic
         self.status_file = StatusFile(settings, STATUS_NAMES[traffic]) if serve else None
-        self._started = time.monotonic()
+        self._started = self._status_at = time.monotonic()
         self.labels = Counter(
             "freshlabel_labels_total", "Labels written", ["teacher_version"], registry=self.registry
         )
@@ -140,6 +140,8 @@ class LabelerMetrics:
         self._pairs.append((now, pairs))
         self.pair_rate.labels(self.traffic).set(self.pairs_per_s(now))
         self.health.tick()  # a teacher call returned: the loop is moving
+        if now - self._status_at >= 1.0:  # a long batch still shows its progress
+            self.write_status()
 
     def pairs_per_s(self, now: float | None = None) -> float:
         """Pairs the teacher scored per second over the last `RATE_WINDOW_S` (or since
@@ -221,5 +223,6 @@ class LabelerMetrics:
             error: the labeler dies on this error (one line); it stays failed even if a
                 clean-stop write follows.
         """
+        self._status_at = time.monotonic()
         if self.status_file is not None:
             self.status_file.write(self.snapshot(), stopped=stopped, error=error)

@@ -46,13 +46,19 @@ class TritonScorer:
             The scorer; `close()` it when done.
         """
         cfg = settings.labeler
+        if traffic == "live":
+            rows, in_flight, priority = cfg.request_rows, cfg.max_in_flight, cfg.live_priority
+        else:
+            # Small backfill batches: a live request waits for at most one of them.
+            rows, in_flight = cfg.backfill_request_rows, cfg.backfill_max_in_flight
+            priority = cfg.backfill_priority
         return cls(
             TeacherClient.from_settings(
                 settings,
                 model_version=model_version,
-                batch_size=cfg.request_rows,
-                max_in_flight=cfg.max_in_flight,
-                priority=cfg.live_priority if traffic == "live" else cfg.backfill_priority,
+                batch_size=rows,
+                max_in_flight=in_flight,
+                priority=priority,
             )
         )
 
