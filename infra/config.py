@@ -473,8 +473,9 @@ class LabelerSettings(BaseModel):
     # Triton's queue. 0 sends requests at the model's default level.
     live_priority: int = Field(default=1, ge=0)
     backfill_priority: int = Field(default=2, ge=0)
-    # Rows a backfill reads from Iceberg, scores and publishes per step.
-    backfill_batch_rows: int = Field(default=2_000, ge=1)
+    # Rows a backfill scores and publishes per step; a stop request (SIGTERM) ends it after
+    # the step in progress, so a step is kept short even at a backfill's low priority.
+    backfill_batch_rows: int = Field(default=512, ge=1)
     # A backfill's requests: Triton cannot interrupt a running batch, so a live request
     # arriving while a backfill batch runs waits for it; small backfill requests, few on
     # the wire (Triton may merge them into one batch), bound that wait to
