@@ -4,12 +4,22 @@ Search queries repeat heavily, so most rows of a stream were already scored by t
 teacher. The cache is a SQLite file in the state folder (it survives restarts) behind a
 bounded in-memory LRU (hot keys cost no I/O). Entries are immutable: one key is always the
 same teacher on the same text, so there is nothing to invalidate.
+
+The query is normalized by exactly what every reader of it inside the teacher ignores, so
+two queries with one key get the same label: MiniLM's tokenizer (uncased BERT: it lower-
+cases character by character, maps its whitespace characters to a space and splits on
+them) and the lexical features (lower case, `[a-z0-9]+` words) both ignore case and runs of
+that whitespace. Accents are NOT folded: the tokenizer strips them but the lexical features
+do not ("café" has the term "caf"), so folding them would change labels. Neither are the
+control characters the tokenizer deletes ("oak\x1fdesk" is one word to it, two to the
+lexical features). tests/test_labeler_cache.py checks both readers on varied text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -24,8 +34,25 @@ class CachedScore(BaseModel):
     label_scale: int
 
 
+# The characters MiniLM's tokenizer turns into a space (`\t`, `\n`, `\r` and Unicode
+# White_Space that is not a control character); Python's `str.split()` also splits on
+# `\x0b`, `\x0c`, `\x1c`-`\x1f` and `\x85`, which the tokenizer deletes instead.
+_SPACE_RUN = re.compile("[\t\n\r \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+
+
 def normalize_query(query: str) -> str:
-    return " ".join(query.lower().split())
+    """The query as the teacher reads it: lower case, its whitespace runs as one space.
+
+    Args:
+        query: the raw search query.
+
+    Returns:
+        The normalized query; the teacher labels it exactly as it labels `query`.
+    """
+    # Character by character, as the tokenizer does: `str.lower()` alone would turn a
+    # word-final capital sigma into "ς", a different token than the tokenizer's "σ".
+    lowered = query.lower() if "\u03a3" not in query else "".join(c.lower() for c in query)
+    return _SPACE_RUN.sub(" ", lowered).strip(" ")
 
 
 def input_hash(query: str, pin_text: str) -> str:
