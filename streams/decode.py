@@ -8,15 +8,25 @@ field. `parse` raises nothing but `Rejected`; a value the model would take but t
 while being checked (an overflow, say) is refused too. `DeadLetterWriter` writes letters
 to `<topic>.dlq`, shrinking any that would not fit in a Kafka request, so a poison record
 costs one DLQ entry, never the consumer.
+
+Two ways through, one verdict: `Decoder.decode_bytes` judges one record with the strict
+model; `Decoder.decode_rows` (the sink's, after `use_columns`) decodes a whole poll into the
+table's Arrow columns with `streams.fast_decode`, which vouches only for records it is sure
+the strict model accepts unchanged and hands every other one to `parse`. So both give the
+same rows and the same dead letters, reason and detail included
+(tests/test_sink_fast_path.py compares them on every bad-input kind).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+import pyarrow as pa
 from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import MessageSizeTooLargeError
@@ -27,6 +37,7 @@ from infra.config import DecodeSettings
 from schemas.base import ID_PATTERN, Event
 from schemas.topics import dlq_topic, model_for_topic
 from streams.dlq import MIN_LETTER_BYTES, DeadLetter, DeadLetterCounters, Reason
+from streams.fast_decode import FastDecoder, Vouched, merge_rows, to_micros
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,9 @@ _VALUE_ERRORS = {
     "string_pattern_mismatch",
     "datetime_out_of_range",
 }
+
+# Fewer records than this are decoded strictly: the columnar checks cost ~1 ms a call.
+FAST_MIN_RECORDS = 32
 
 # Room a Kafka record batch needs around a letter's value (headers, key, batch framing).
 _RECORD_OVERHEAD_BYTES = 4096
@@ -212,6 +226,9 @@ class Decoder(Generic[E]):
         self.clock = clock or (lambda: datetime.now(UTC))
         self._window_at: datetime | None = None
         self._window = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+        # Set by use_columns: the bulk decoder and the model columns it builds.
+        self.fast: FastDecoder | None = None
+        self.columns: pa.Schema | None = None
 
     def _window_for(self, now: datetime) -> tuple[datetime, datetime]:
         if self._window_at is None or abs((now - self._window_at).total_seconds()) >= 1.0:
@@ -224,9 +241,20 @@ class Decoder(Generic[E]):
     def decode_bytes(
         self, value: bytes | None, partition: int, offset: int, key: bytes | None = None
     ) -> E | DeadLetter:
+        now = self.clock()
+        return self._decode(value, partition, offset, key, now, self._window_for(now))
+
+    def _decode(
+        self,
+        value: bytes | None,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        now: datetime,
+        window: tuple[datetime, datetime],
+    ) -> E | DeadLetter:
         try:
-            now = self.clock()
-            event: E = parse(self.model, value, self.limits, now, self._window_for(now))
+            event: E = parse(self.model, value, self.limits, now, window)
             return event
         except Rejected as rejected:
             letter = DeadLetter.of(
@@ -241,6 +269,72 @@ class Decoder(Generic[E]):
             )
             self.counters.add(letter)
             return letter
+
+    def use_columns(self, schema: pa.Schema) -> None:
+        """Decode into Arrow columns of `schema` (the table's) from now on: `decode_rows`.
+
+        Args:
+            schema: the Iceberg table's Arrow schema; its model columns are built.
+        """
+        self.fast = FastDecoder.for_model(self.model, schema, self.limits.max_text_bytes)
+        self.columns = pa.schema([f for f in schema if not f.name.startswith("_")])
+
+    def decode_rows(
+        self,
+        values: Sequence[bytes | None],
+        partitions: Sequence[int],
+        offsets: Sequence[int],
+        keys: Sequence[bytes | None],
+    ) -> DecodedRows:
+        """Decode many records at once: the same rows and dead letters as `decode_bytes`
+        record by record, at a fraction of the cost (streams/fast_decode.py).
+
+        Args:
+            values: record values, in offset order.
+            partitions: each record's partition.
+            offsets: each record's offset.
+            keys: each record's key.
+
+        Returns:
+            The accepted records' model columns with their input positions, and the
+            refused ones as (counted) dead letters.
+
+        Raises:
+            RuntimeError: `use_columns` was not called first.
+        """
+        if self.columns is None:
+            raise RuntimeError(f"decoder for {self.topic}: call use_columns(schema) first")
+        now = self.clock()
+        window = self._window_for(now)
+        if self.fast is not None and len(values) >= FAST_MIN_RECORDS:
+            vouched = self.fast.vouch(values, (to_micros(window[0]), to_micros(window[1])))
+        else:
+            empty = pa.RecordBatch.from_pylist([], schema=self.columns)
+            vouched = Vouched(empty, np.empty(0, np.int64), list(range(len(values))))
+        events: list[Event] = []
+        index: list[int] = []
+        letters: list[DeadLetter] = []
+        for i in vouched.strict:
+            decoded = self._decode(values[i], partitions[i], offsets[i], keys[i], now, window)
+            if isinstance(decoded, DeadLetter):
+                letters.append(decoded)
+            else:
+                events.append(decoded)
+                index.append(i)
+        rows, positions = merge_rows(self.columns, vouched, events, index)
+        return DecodedRows(rows, positions, letters)
+
+
+@dataclass
+class DecodedRows:
+    """What `Decoder.decode_rows` made of a list of records."""
+
+    # Model columns (the table's Arrow types) of the accepted records, in input order.
+    rows: pa.RecordBatch
+    # The accepted records' positions in the input.
+    index: np.ndarray
+    # The refused records' dead letters, in input order.
+    letters: list[DeadLetter]
 
 
 class DeadLetterWriter:

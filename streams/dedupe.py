@@ -82,6 +82,9 @@ SNAPSHOT_LOG = 4096
 _EMPTY = np.empty(0, dtype=f"S{DIGEST_BYTES}")
 _NULL = b"\xff"  # never valid UTF-8, so no string encodes to it
 
+# A batch to check or remember: events, or Arrow rows with the model's columns.
+Rows = Sequence[Event] | pa.Table | pa.RecordBatch
+
 
 def _micros(value: datetime) -> int:
     return (value - EPOCH) // timedelta(microseconds=1)
@@ -269,9 +272,24 @@ class KeyIndex:
     def _event_digests(self, events: Sequence[Event]) -> np.ndarray:
         return digests([[getattr(e, f) for e in events] for f in self.key_fields])
 
+    def _keys_and_days(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+        """Key digests and dedupe days of events, or of Arrow rows with the model columns
+        (the same digests: times are keyed as epoch microseconds either way)."""
+        if not isinstance(rows, pa.Table | pa.RecordBatch):
+            return self._event_digests(rows), self._event_days(rows)
+        when = rows.column(self.time_field)
+        if self.fallback_time_field is not None:
+            when = pc.coalesce(when, rows.column(self.fallback_time_field))
+        if when.null_count:
+            raise ValueError(
+                f"{when.null_count} rows have a null {self.time_field}; the sink cannot "
+                "place them for dedupe, so the decoder must refuse them"
+            )
+        return self._digests_of(rows), self._batch_days(rows)
+
     # -- the public interface ---------------------------------------------------------------
 
-    def new_indices(self, table: Table, events: Sequence[Event]) -> list[int]:
+    def new_indices(self, table: Table, events: Rows) -> list[int]:
         """Indices of the events whose key is in neither the table nor earlier in `events`.
 
         Catches up with the table first (``refresh``). Call ``remember`` with the rows once
@@ -279,7 +297,8 @@ class KeyIndex:
 
         Args:
             table: the sink's table, freshly refreshed from the catalog.
-            events: the batch, in offset order.
+            events: the batch, in offset order: events, or Arrow rows with the model's
+                key and time columns.
 
         Returns:
             Ascending indices into `events` of the rows to write.
@@ -287,27 +306,26 @@ class KeyIndex:
         Raises:
             ValueError: an event has no dedupe time (the decoder should have refused it).
         """
-        if not events:
+        if not len(events):
             return []
         self.refresh(table)
-        keys = self._event_digests(events)
-        days = self._event_days(events)
+        keys, days = self._keys_and_days(events)
         dup = self._batch_duplicates(keys, days)
         self._check_table(table, keys, days, dup)
         return np.flatnonzero(~dup).tolist()
 
-    def remember(self, events: Sequence[Event], table: Table | None = None) -> None:
+    def remember(self, events: Rows, table: Table | None = None) -> None:
         """Add the keys of rows just committed to the resident days.
 
         Args:
-            events: only the rows the commit wrote (not quarantined or dropped ones).
+            events: only the rows the commit wrote (not quarantined or dropped ones), as
+                events or Arrow rows.
             table: optionally the table right after that commit; when its snapshot follows
                 directly on the one the index saw, ``refresh`` will not read its files.
         """
-        if not events:
+        if not len(events):
             return
-        keys = self._event_digests(events)
-        days = self._event_days(events)
+        keys, days = self._keys_and_days(events)
         for day in np.unique(days).tolist():
             if day in self._days:
                 before = self._days[day].nbytes
@@ -471,6 +489,9 @@ class KeyIndex:
 
     def _batch_digests(self, batch: pa.RecordBatch) -> np.ndarray:
         self.stats.rows_read += batch.num_rows
+        return self._digests_of(batch)
+
+    def _digests_of(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         chunks = []
         # Python strings for 64k rows at a time: a 1M-row record batch would cost ~100 MB.
         for start in range(0, batch.num_rows, 1 << 16):
@@ -484,7 +505,7 @@ class KeyIndex:
             chunks.append(digests(columns))
         return np.concatenate(chunks) if chunks else _EMPTY
 
-    def _batch_days(self, batch: pa.RecordBatch) -> np.ndarray:
+    def _batch_days(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         when = pc.cast(batch.column(self.time_field), pa.int64())
         if self.fallback_time_field is not None:
             when = pc.coalesce(when, pc.cast(batch.column(self.fallback_time_field), pa.int64()))
