@@ -298,12 +298,24 @@ def _struct_type(f: _Field) -> Any:
     return base | None if f.optional else base
 
 
-def struct_for(model: type[Event], fields: Sequence[_Field]) -> type[msgspec.Struct]:
-    """A msgspec struct with the model's fields and JSON types (times as text)."""
+def struct_for(
+    model: type[Event], fields: Sequence[_Field], forbid_unknown: bool = False
+) -> type[msgspec.Struct]:
+    """A msgspec struct with the model's fields and JSON types (times as text).
+
+    Args:
+        model: the event model.
+        fields: its fields (`model_fields`).
+        forbid_unknown: refuse records with other fields (the model ignores them).
+
+    Returns:
+        The struct type.
+    """
     spec = [
         (f.name, _struct_type(f), None) if f.optional else (f.name, _struct_type(f)) for f in fields
     ]
-    return msgspec.defstruct(f"{model.__name__}Fast", spec, kw_only=True)
+    name = f"{model.__name__}{'Exact' if forbid_unknown else 'Fast'}"
+    return msgspec.defstruct(name, spec, kw_only=True, forbid_unknown_fields=forbid_unknown)
 
 
 @dataclass
@@ -342,8 +354,9 @@ class FastDecoder:
             narrow = f.kind == "int" and self.schema.field(f.name).type == pa.int32()
             if narrow and (f.ge is None or f.le is None or f.ge < -(2**31) or f.le > 2**31 - 1):
                 raise Unsupported(f"{model.__name__}.{f.name}: int column, long bounds")
-        self.struct = struct_for(model, self.fields)
-        self.json = msgspec.json.Decoder(self.struct)
+        # Records with exactly the model's fields take the first; the rest the second.
+        self.exact = msgspec.json.Decoder(struct_for(model, self.fields, forbid_unknown=True))
+        self.lenient = msgspec.json.Decoder(struct_for(model, self.fields))
         self.max_text_bytes = max_text_bytes
         self.time_field = model.time_field
         self._getters = [attrgetter(n) for n in self.names]
@@ -370,27 +383,7 @@ class FastDecoder:
             The vouched rows with their input positions, and the positions left to the
             strict model (to be decoded by `streams.decode.parse`).
         """
-        limit = self.max_text_bytes
-        suspect = [
-            not value or len(value) > limit or value.count(b"[") + value.count(b"{") > MAX_BRACKETS
-            for value in values
-        ]
-        strict: list[int] = []
-        taken: list[int] = list(range(len(values)))
-        if any(suspect):
-            strict = [i for i, s in enumerate(suspect) if s]
-            taken = [i for i, s in enumerate(suspect) if not s]
-        structs = self._structs([values[i] for i in taken] if strict else values)
-        if structs is None:  # some record is not UTF-8 or not the struct: one at a time
-            structs, kept = [], []
-            for i in taken:
-                struct = self._struct(values[i])
-                if struct is None:
-                    strict.append(i)
-                else:
-                    structs.append(struct)
-                    kept.append(i)
-            taken, strict = kept, sorted(strict)
+        structs, taken, strict = self._decode(values)
         if not structs:
             empty = pa.RecordBatch.from_pylist([], schema=self.schema)
             return Vouched(empty, np.empty(0, np.int64), strict)
@@ -407,22 +400,45 @@ class FastDecoder:
             rows, index = rows.take(pa.array(keep)), index[keep]
         return Vouched(rows, index, strict)
 
-    def _structs(self, values: Sequence[bytes]) -> list[Any] | None:
-        """All values decoded, or None if any is not UTF-8 or does not fit the struct."""
-        try:
-            # Arrow checks UTF-8 in one pass (msgspec does not look inside skipped fields).
-            pa.array(values, pa.string())
-            decode = self.json.decode
-            return [decode(value) for value in values]
-        except (pa.ArrowException, msgspec.DecodeError, msgspec.ValidationError):
-            return None
+    def _decode(self, values: Sequence[bytes | None]) -> tuple[list[Any], list[int], list[int]]:
+        """Structs of the records msgspec can take, their positions, and the rest's."""
+        limit = self.max_text_bytes
+        # Empty, or over the size where the strict path checks each text's bytes.
+        odd = [not value or len(value) > limit for value in values]
+        strict = [i for i, o in enumerate(odd) if o] if any(odd) else []
+        taken = [i for i, o in enumerate(odd) if not o] if strict else list(range(len(values)))
+        good = [values[i] for i in taken] if strict else values
+        # Every field known: msgspec has read (and UTF-8-checked) every byte of them.
+        structs = _decode_all(self.exact, good)
+        if structs is not None:
+            return structs, taken, strict
+        # Unknown fields, or a bad record: what msgspec would skip unread is checked first.
+        unread = self._unread_risk(good)
+        strict += [taken[j] for j in np.flatnonzero(unread).tolist()]
+        taken = [taken[j] for j in np.flatnonzero(~unread).tolist()]
+        structs = _decode_all(self.lenient, [values[i] for i in taken])
+        if structs is None:  # one at a time
+            structs, kept = [], []
+            for i in taken:
+                struct = _decode_one(self.lenient, values[i])
+                if struct is None:
+                    strict.append(i)
+                else:
+                    structs.append(struct)
+                    kept.append(i)
+            taken = kept
+        return structs, taken, sorted(strict)
 
-    def _struct(self, value: bytes) -> Any | None:
+    def _unread_risk(self, values: Sequence[bytes]) -> np.ndarray:
+        """Records that may hold, in fields msgspec skips, what pydantic refuses: bytes that
+        are not UTF-8, or nesting past its recursion limit (over `MAX_BRACKETS` brackets)."""
         try:
-            value.decode("utf-8")
-            return self.json.decode(value)
-        except (UnicodeDecodeError, msgspec.DecodeError, msgspec.ValidationError):
-            return None
+            text = pa.array(values, pa.string())  # checks UTF-8 in one pass
+        except pa.ArrowException:
+            return np.array([not _plain(value) for value in values], dtype=bool)
+        brackets = pc.add(pc.count_substring(text, "["), pc.count_substring(text, "{"))
+        risky: np.ndarray = np.asarray(brackets) > MAX_BRACKETS
+        return risky
 
     def _column(
         self, f: _Field, values: Sequence[Any], ok: np.ndarray, window_us: tuple[int, int]
@@ -482,6 +498,35 @@ class FastDecoder:
         earliest, latest = max(earliest, MIN_TIME_US), min(latest, MAX_TIME_US)
         wrong |= valid & ((micros < earliest) | (micros > latest))
         return times, wrong
+
+
+def _plain(value: bytes) -> bool:
+    if value.count(b"[") + value.count(b"{") > MAX_BRACKETS:
+        return False
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+
+
+def _decode_all(decoder: msgspec.json.Decoder[Any], values: Sequence[bytes]) -> list[Any] | None:
+    """Every value decoded, or None if any does not decode."""
+    decode = decoder.decode
+    try:
+        return [decode(value) for value in values]
+    except _DECODE_ERRORS:
+        return None
+
+
+def _decode_one(decoder: msgspec.json.Decoder[Any], value: bytes) -> Any | None:
+    try:
+        return decoder.decode(value)
+    except _DECODE_ERRORS:
+        return None
 
 
 def merge_rows(

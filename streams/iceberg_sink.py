@@ -398,8 +398,9 @@ class IcebergSink:
         rejoins = 0
         while not should_stop():
             polled = self.consumer.poll(timeout_ms=500)
-            for records in polled.values():
-                self._take_many(records)
+            if polled:
+                # Every partition's records at once, in the order they were handed over.
+                self._take_many([r for records in polled.values() for r in records])
             if polled:
                 self.last_activity = time.monotonic()
             self._report_health()
