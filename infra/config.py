@@ -477,12 +477,12 @@ class LabelerSettings(BaseModel):
     # the step in progress, so a step is kept short even at a backfill's low priority.
     backfill_batch_rows: int = Field(default=512, ge=1)
     # A backfill's requests: Triton cannot interrupt a running batch, so a live request
-    # arriving while a backfill batch runs waits for it; small backfill requests, few on
-    # the wire (Triton may merge them into one batch), bound that wait to
-    # backfill_request_rows * backfill_max_in_flight pairs. Per pair, small CPU batches cost
-    # about what large ones do (less padding).
-    backfill_request_rows: int = Field(default=8, ge=1)
-    backfill_max_in_flight: int = Field(default=2, ge=1)
+    # arriving while a backfill batch runs waits for it, and the batcher fills the live
+    # batch up with queued backfill requests; small backfill requests, one on the wire,
+    # bound both to backfill_request_rows * backfill_max_in_flight pairs (about 0.1 s on a
+    # CPU teacher). Per pair, small CPU batches cost about what large ones do.
+    backfill_request_rows: int = Field(default=2, ge=1)
+    backfill_max_in_flight: int = Field(default=1, ge=1)
     # Metrics endpoint of a running `label backfill` (a job); 0 disables it.
     backfill_metrics_port: int = 0
 

@@ -95,7 +95,12 @@ async def backfill(
     scorer = TritonScorer.from_settings(settings, model_version=model_version, traffic="backfill")
     cache = ScoreCache(settings.state_dir / "labeler" / "score-cache.sqlite")
     metrics = LabelerMetrics(settings, traffic="backfill")
-    maker = LabelMaker(scorer, cache, metrics)
+    # One teacher call = one round of the backfill's in-flight requests: its latency is a
+    # round trip, and its scores are cached before the next.
+    cfg = settings.labeler
+    maker = LabelMaker(
+        scorer, cache, metrics, chunk_rows=cfg.backfill_request_rows * cfg.backfill_max_in_flight
+    )
     fields = list(EnrichedImpression.model_fields)
     labeled = 0
     error: str | None = None
@@ -115,6 +120,7 @@ async def backfill(
                 for future in futures:
                     future.get(timeout=60)
                 labeled += len(labels)
+                metrics.observe_backlog_of(todo.num_rows - start - len(rows))
                 metrics.record_batch(labels, rows, cache.hit_rate)
             metrics.observe_backlog_of(todo.num_rows - labeled)
     except Exception as exc:

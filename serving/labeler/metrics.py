@@ -167,10 +167,11 @@ class LabelerMetrics:
             self._event_lags.append(lag)
         self.hit_rate.set(hit_rate)
         self._recent.append((now, len(labels)))
-        while self._recent and self._recent[0][0] < now - 60:
+        while self._recent and self._recent[0][0] < now - RATE_WINDOW_S:
             self._recent.popleft()
-        span = max(1.0, now - self._recent[0][0]) if self._recent else 1.0
-        self.rate.set(sum(n for _, n in self._recent) / span)
+        # Over the window (or the time since start): a first batch is not a burst rate.
+        span = min(RATE_WINDOW_S, max(1.0, time.monotonic() - self._started))
+        self.rate.set(round(sum(n for _, n in self._recent) / span, 2))
         self.write_status()
 
     def snapshot(self) -> dict[str, Any]:
