@@ -177,6 +177,9 @@ class SinkSettings(BaseModel):
     dedupe_horizon_days: float = Field(default=7.0, gt=0)
     # Memory of the key index (16 bytes a key); older days are re-read when needed.
     dedupe_max_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # Decode whole polls with the bulk fast path (streams/fast_decode.py: the same rows and
+    # dead letters as the strict model, ~5x less CPU); false judges every record strictly.
+    fast_decode: bool = True
 
 
 class GeneratorSettings(BaseModel):
