@@ -1,20 +1,27 @@
-"""Teacher throughput: Triton (gRPC, dynamic batching) vs plain in-process torch.
+"""Teacher throughput: eager torch, the ONNX runtime, and the ONNX runtime through Triton.
 
     .venv/bin/python -m benchmarks.bench_teacher --model .freshlabel/teachers/crowdflower
     .venv/bin/python -m benchmarks.bench_teacher --model DIR --device cuda   # on a GPU host
 
-Measures, on the same pairs and machine: in-process `Teacher.predict` in batches of 64
-(pairs/s, per-batch p50/p99), then through a real Triton server at client concurrency
-1, 16 and 64 with one pair per request (pairs/s, per-request p50/p99), for fp32 and, with
---quantize, dynamic int8. Also prints the training pairs/s the teacher recorded. Prints a
-markdown table; paste it under the command in docs/benchmarks.md.
+Measures in one run, on pairs drawn from the same data and machine:
+- in-process `Teacher.predict` in batches of 64 (pairs/s, per-batch p50/p99) for each
+  `--in-process` path (default: eager torch fp32, ONNX fp32, ONNX int8);
+- through a real Triton server (gRPC, dynamic batching, one pair per request) at client
+  concurrency 1, 16 and 64 (pairs/s, per-request p50/p99) for each `--triton` path
+  (default: the platform's configured runtime/quantization, `triton.runtime/quantize`).
+
+Every measurement scores pairs that the teacher instance has not seen (disjoint rows for
+each warm-up and each measurement): the bi-encoder's embedding LRU then only hits where the
+data itself repeats a text (CrowdFlower's queries repeat, its product texts rarely do), so
+the rates are unique pairs/s. Prints a markdown table; paste it under the command in
+docs/benchmarks.md.
 
 CPU per pair: CPU milliseconds (user + system) per scored pair, of this process for the
 in-process rows and of the Triton server with its Python backend stubs (from /proc) for the
 Triton rows; the client's own CPU is not counted. CPU time is what sizes CPU serving, and it
 moves much less with the machine's load than pairs/s does (the load average is recorded).
-`--device cuda` runs the in-process teacher on the GPU and Triton with the `gpu` model
-config (KIND_GPU; `teacher export` writes it); pairs/s is then the GPU's capacity.
+`--device cuda` runs the in-process torch teacher on the GPU and Triton with the `gpu` model
+config (KIND_GPU, eager torch; `teacher export` writes it); pairs/s is then the GPU's capacity.
 """
 
 from __future__ import annotations
@@ -45,8 +52,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
 
-def in_process(teacher: Teacher, queries: list[str], texts: list[str], batch: int) -> dict:
-    teacher.predict(queries[:batch], texts[:batch])  # warm-up
+def in_process(teacher: Teacher, pool: PairPool, n: int, batch: int) -> dict:
+    warm_q, warm_t = pool.take(batch)
+    teacher.predict(warm_q, warm_t)  # warm-up, on rows not measured
+    queries, texts = pool.take(n)
     latencies = []
     cpu_started = time.process_time()  # every thread of this process (torch's pool too)
     started = time.perf_counter()
@@ -65,14 +74,34 @@ def in_process(teacher: Teacher, queries: list[str], texts: list[str], batch: in
     }
 
 
+class PairPool:
+    """Rows of the data in a fixed random order, each handed out once."""
+
+    def __init__(self, queries: list[str], texts: list[str], seed: int = 0) -> None:
+        order = np.random.default_rng(seed).permutation(len(queries))
+        self.queries = [queries[i] for i in order]
+        self.texts = [texts[i] for i in order]
+        self.next = 0
+
+    def take(self, n: int) -> tuple[list[str], list[str]]:
+        if self.next + n > len(self.queries):
+            raise SystemExit(
+                f"the data has {len(self.queries)} rows; this run needs more unseen pairs: "
+                "lower --pairs or give a larger --data"
+            )
+        start, self.next = self.next, self.next + n
+        return self.queries[start : self.next], self.texts[start : self.next]
+
+
 async def through_triton(
-    settings: Settings, queries, texts, concurrency: int, server_pid: int
+    settings: Settings, pool: PairPool, n: int, concurrency: int, server_pid: int
 ) -> dict:
     async with TeacherClient.from_settings(
         settings, batch_size=1, max_in_flight=concurrency, timeout_s=300.0
     ) as client:
         await client.check()
-        await client.score(queries[:concurrency], texts[:concurrency])  # warm-up
+        await client.score(*pool.take(concurrency))  # warm-up, on rows not measured
+        queries, texts = pool.take(n)
         latencies: list[float] = []
         slots = asyncio.Semaphore(concurrency)
 
@@ -97,12 +126,13 @@ async def through_triton(
 
 
 def serve(
-    model: Path, work: Path, quantize: str, threads: int, device: str = "cpu"
+    model: Path, work: Path, runtime: str, quantize: str, threads: int, device: str = "cpu"
 ) -> tuple[Settings, object]:
-    repo = work / f"repo-{quantize}"
-    export_teacher(model, repo, 1, ExportOptions(quantize=quantize, model_threads=threads))
+    repo = work / f"repo-{runtime}-{quantize}"
+    options = ExportOptions(runtime=runtime, quantize=quantize, model_threads=threads)
+    export_teacher(model, repo, 1, options)
     settings = Settings(
-        state_dir=work / f"state-{quantize}",
+        state_dir=work / f"state-{runtime}-{quantize}",
         triton={
             "repository": repo,
             "http_port": free_port(),
@@ -116,18 +146,41 @@ def serve(
     return settings, record
 
 
+def _paths(text: str) -> list[tuple[str, str]]:
+    """ "torch/none,onnx/int8" -> [("torch", "none"), ("onnx", "int8")]."""
+    out = []
+    for item in filter(None, text.split(",")):
+        runtime, _, quantize = item.partition("/")
+        out.append((runtime, quantize or "none"))
+    return out
+
+
+def _name(runtime: str, quantize: str) -> str:
+    kind = {"torch": "eager torch", "onnx": "ONNX Runtime"}.get(runtime, runtime)
+    return f"{kind} {'fp32' if quantize == 'none' else quantize}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / ".freshlabel/teachers/crowdflower")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--columns", default="crowdflower")
-    parser.add_argument("--pairs", type=int, default=512)
+    parser.add_argument("--pairs", type=int, default=512, help="pairs per measurement")
     parser.add_argument("--batch", type=int, default=64, help="in-process batch size")
     parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--quantize", action="store_true", help="also measure dynamic int8")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    configured = Settings().triton
+    parser.add_argument(
+        "--in-process",
+        default="torch/none,onnx/none,onnx/int8",
+        help="runtime/quantize paths measured in-process, comma separated ('' for none)",
+    )
+    parser.add_argument(
+        "--triton",
+        default=f"{configured.runtime}/{configured.quantize}",
+        help="runtime/quantize paths served by Triton (default: the configured one)",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: default)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (GPU config in Triton)")
-    parser.add_argument("--skip-in-process", action="store_true", help="Triton rows only")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -136,35 +189,39 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     pairs = load_pairs(args.data, args.columns)
-    rng = np.random.default_rng(0)
-    rows = rng.choice(len(pairs.frame), size=min(args.pairs, len(pairs.frame)), replace=False)
-    queries = [pairs.queries[i] for i in rows]
-    texts = [pairs.pin_texts[i] for i in rows]
+    pool = PairPool(pairs.queries, pairs.pin_texts)
     manifest = TeacherManifest.model_validate_json((args.model / MANIFEST).read_text())
     results: dict[str, dict] = {}
-    modes = ["none", "int8"] if args.quantize else ["none"]
     load_before = machine_load()
+    for runtime, quantize in _paths(args.in_process):
+        device = args.device if runtime == "torch" else "cpu"
+        teacher = Teacher.load(
+            args.model,
+            batch_size=args.batch,
+            device=device,
+            quantize=quantize,
+            runtime=runtime,
+            threads=args.threads,
+        )
+        results[f"in-process, {_name(runtime, quantize)}, batch {args.batch}"] = in_process(
+            teacher, pool, args.pairs, args.batch
+        )
+        del teacher
     with tempfile.TemporaryDirectory() as tmp:
-        for quantize in modes:
-            if not args.skip_in_process:
-                teacher = Teacher.load(
-                    args.model, batch_size=args.batch, device=args.device, quantize=quantize
-                )
-                results[f"in-process torch ({quantize}), batch {args.batch}"] = in_process(
-                    teacher, queries, texts, args.batch
-                )
-                del teacher
-            settings, record = serve(args.model, Path(tmp), quantize, args.threads, args.device)
+        for runtime, quantize in _paths(args.triton):
+            settings, record = serve(
+                args.model, Path(tmp), runtime, quantize, args.threads, args.device
+            )
             try:
                 for c in (int(x) for x in args.concurrency.split(",")):
-                    results[f"Triton ({quantize}), concurrency {c}"] = asyncio.run(
-                        through_triton(settings, queries, texts, c, record.pid)
+                    results[f"Triton, {_name(runtime, quantize)}, concurrency {c}"] = asyncio.run(
+                        through_triton(settings, pool, args.pairs, c, record.pid)
                     )
             finally:
                 stop(record)
     load_after = machine_load()
     print(
-        f"teacher {manifest.version}; {len(queries)} pairs from {args.data.name}; "
+        f"teacher {manifest.version}; {args.pairs} unseen pairs per row from {args.data.name}; "
         f"torch threads {torch.get_num_threads()}; device {args.device}; "
         f"load average {load_before['load_avg_1_5_15']} -> {load_after['load_avg_1_5_15']} "
         f"({load_before['at']} -> {load_after['at']}, {load_after['cpus']} cores)"
@@ -181,11 +238,10 @@ def main() -> None:
             f"| {name} | {r['pairs_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} "
             f"| {r['cpu_ms_per_pair']:.1f} | {r['cores_used']:.2f} |"
         )
-    for quantize in modes if not args.skip_in_process else []:
-        base = results[f"in-process torch ({quantize}), batch {args.batch}"]["pairs_per_s"]
+    eager = next((r for n, r in results.items() if "eager torch fp32" in n), None)
+    if eager is not None:
         for name, r in results.items():
-            if name.startswith(f"Triton ({quantize})"):
-                print(f"{name}: {r['pairs_per_s'] / base:.2f}x in-process")
+            print(f"{name}: {r['pairs_per_s'] / eager['pairs_per_s']:.2f}x in-process eager fp32")
     summary = {"load_before": load_before, "load_after": load_after, "device": args.device}
     print(json.dumps({**summary, "results": results}))
     if args.json:

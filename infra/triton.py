@@ -249,6 +249,7 @@ def prepare_repository(settings: Settings) -> None:
             gpu_instances=t.gpu_instances,
             model_threads=t.model_threads,
             teacher_batch_size=settings.teacher.infer_batch_size,
+            runtime=t.runtime,
             quantize=t.quantize,
         ),
     )

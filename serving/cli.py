@@ -109,14 +109,25 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             base = manifest.settings
         config = _train_config(args, settings, base)
         result = cross_validate(
-            pairs, args.cv, config, progress=_progress, cache_dir=_cache_dir(settings)
+            pairs,
+            args.cv,
+            config,
+            progress=_progress,
+            cache_dir=_cache_dir(settings),
+            runtime=args.runtime or "torch",
+            quantize=args.quantize or "none",
         )
         default_report = settings.state_dir / "reports" / f"{Path(args.data).stem}-cv{args.cv}"
     else:
         if not args.model:
             print("teacher eval: give --model DIR (or --cv K to cross-validate)", file=sys.stderr)
             return 2
-        teacher = Teacher.load(Path(args.model), batch_size=settings.teacher.infer_batch_size)
+        teacher = Teacher.load(
+            Path(args.model),
+            batch_size=settings.teacher.infer_batch_size,
+            runtime=args.runtime or "torch",
+            quantize=args.quantize or "none",
+        )
         result = evaluate(teacher, pairs)
         default_report = Path(args.model) / "reports" / Path(args.data).stem
     report = write_report(result, Path(args.report) if args.report else default_report)
@@ -142,6 +153,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         gpu_instances=t.gpu_instances,
         model_threads=t.model_threads,
         teacher_batch_size=settings.teacher.infer_batch_size,
+        runtime=args.runtime or t.runtime,
         quantize=args.quantize or t.quantize,
     )
     target = export_teacher(Path(args.model), Path(args.repo), args.version, options)
@@ -183,6 +195,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cv", type=int, help="query-grouped K-fold cross-validation")
     p.add_argument("--report", help="report folder (default: beside the model / state dir)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument(
+        "--runtime", choices=["torch", "onnx"], help="runtime scoring the rows (default: torch)"
+    )
+    p.add_argument("--quantize", choices=["none", "int8"], help="with it (default: none)")
     _add_recipe_flags(p)
     p.set_defaults(handler=_eval)
 
@@ -191,6 +207,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repo", required=True, help="Triton model repository")
     p.add_argument("--version", required=True, type=int, help="Triton model version (1, 2, ...)")
     p.add_argument("--model-name", help="default: triton.model_name")
+    p.add_argument("--runtime", choices=["torch", "onnx"], help="default: triton.runtime")
     p.add_argument("--quantize", choices=["none", "int8"], help="default: triton.quantize")
     p.set_defaults(handler=_export)
     logging.getLogger("transformers").setLevel(logging.ERROR)

@@ -13,18 +13,21 @@ import pytest
 
 from infra import stack, triton
 from infra.cli import main
-from infra.config import Settings
+from infra.config import Settings, TritonSettings
 from infra.process import free_port, stop
 from serving.client import TeacherClient, TeacherUnavailable, TeacherVersionMissing
 from serving.teacher.data import load_pairs
 from serving.teacher.export import ExportOptions, export_teacher
 from serving.teacher.model import Teacher
+from serving.teacher.onnx_runtime import export_onnx, onnx_file
 from serving.teacher.train import TrainConfig, train_teacher
 from tests.conftest import make_settings
 from tests.teacher_fixtures import world_sample
 
 # A few optimizer steps: enough to exercise every part; quality is not the point here.
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
+# The platform's default serving path (runtime, quantization) is what these tests serve.
+SERVED = TritonSettings()
 
 
 def triton_ports() -> dict[str, int]:
@@ -40,7 +43,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_teacher(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("teachers") / "tiny"
     train_teacher(load_pairs(world, "world"), out, TINY, version="tiny-test")
+    if SERVED.runtime == "onnx":  # once: every export and load below reuses the graphs
+        export_onnx(out, SERVED.quantize)
     return out
+
+
+def served_teacher(path: Path) -> Teacher:
+    """The teacher in-process exactly as the served repository runs it."""
+    return Teacher.load(path, runtime=SERVED.runtime, quantize=SERVED.quantize)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +58,9 @@ def served(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """One real Triton per module, on a freshly exported repository, stopped by PID."""
     root = tmp_path_factory.mktemp("triton")
     repo = root / "repo"
-    export_teacher(tiny_teacher, repo, 1, ExportOptions())
+    export_teacher(
+        tiny_teacher, repo, 1, ExportOptions(runtime=SERVED.runtime, quantize=SERVED.quantize)
+    )
     settings = Settings(state_dir=root / "state", triton={"repository": repo, **triton_ports()})
     record = triton.start_triton(settings)
     try:
@@ -79,6 +91,8 @@ def test_export_writes_cpu_and_gpu_configs_with_teacher_metadata(
         assert f'key: "{key}"' in cpu
     assert (target / "model.py").is_file() and (target / "teacher" / "manifest.json").is_file()
     assert (target / "lib" / "serving" / "teacher" / "text.py").is_file()
+    assert 'key: "runtime" value { string_value: "torch" }' in cpu
+    assert not (target / "teacher" / "onnx").exists()  # torch serves from the weights
     with pytest.raises(ValueError, match="positive integer"):
         export_teacher(tiny_teacher, tmp_path, 0, ExportOptions())
 
@@ -94,7 +108,7 @@ def test_served_probabilities_match_in_process_inference(
             return params, await client.score(queries, pin_texts)
 
     params, served_labels = asyncio.run(main())
-    expected = Teacher.load(tiny_teacher).predict(queries, pin_texts)
+    expected = served_teacher(tiny_teacher).predict(queries, pin_texts)
     assert len(served_labels) == 40
     probs = np.asarray([r.probs for r in served_labels])
     np.testing.assert_allclose(probs, expected.probs, atol=1e-5)
@@ -115,8 +129,28 @@ def test_many_in_flight_requests_come_back_in_order(
             return await client.score(queries, pin_texts)
 
     one_by_one = asyncio.run(main())
-    expected = Teacher.load(tiny_teacher).predict(queries, pin_texts)
+    expected = served_teacher(tiny_teacher).predict(queries, pin_texts)
     np.testing.assert_allclose([r.score for r in one_by_one], expected.score, atol=1e-5)
+
+
+def test_onnx_runtime_matches_eager_torch(tiny_teacher: Path, world: Path) -> None:
+    queries, pin_texts = pairs_of(world, 48)
+    eager = Teacher.load(tiny_teacher).predict(queries, pin_texts)
+    onnx = Teacher.load(tiny_teacher, runtime="onnx").predict(queries, pin_texts)
+    np.testing.assert_allclose(onnx.probs, eager.probs, atol=1e-5)
+    np.testing.assert_allclose(onnx.score, eager.score, atol=1e-5)
+    assert onnx.label.tolist() == eager.label.tolist()
+    for part in ("cross_encoder", "bi_encoder"):  # exported from the teacher's own weights
+        assert onnx_file(tiny_teacher, part, "none").stat().st_size > 1_000_000
+    with pytest.raises(ValueError, match="CPU only"):
+        Teacher.load(tiny_teacher, runtime="onnx", device="cuda:0")
+    # int8 runs each pair alone: its answer does not depend on what else was batched
+    # (dynamic quantization scales by the whole input's range). No embedding LRU here,
+    # so every call below really runs both encoders.
+    int8 = Teacher.load(tiny_teacher, runtime="onnx", quantize="int8", embed_cache_items=0)
+    together = int8.predict(queries, pin_texts)
+    alone = [int8.predict([q], [p]).probs for q, p in zip(queries[:6], pin_texts[:6], strict=True)]
+    np.testing.assert_array_equal(np.concatenate(alone), together.probs[:6])
 
 
 def test_missing_model_version_is_a_clear_error(served: Settings) -> None:
@@ -160,8 +194,11 @@ def test_cli_eval_json_and_export(
         assert (tmp_path / "report" / name).stat().st_size > 0
     repo = tmp_path / "repo"
     argv = ["teacher", "export", "--model", str(tiny_teacher), "--repo", str(repo)]
-    assert main([*argv, "--version", "3"]) == 0
+    assert main([*argv, "--version", "3", "--runtime", "onnx"]) == 0
     assert (repo / "teacher" / "3" / "model.py").is_file()
+    graphs = sorted(p.name for p in (repo / "teacher" / "3" / "teacher" / "onnx").iterdir())
+    suffix = "int8.onnx" if SERVED.quantize == "int8" else "onnx"
+    assert graphs == [f"bi_encoder.{suffix}", f"cross_encoder.{suffix}"]
     assert main(["teacher", "eval", "--data", str(world), "--columns", "crowdflower"]) == 2
     assert "missing column" in capsys.readouterr().err
 

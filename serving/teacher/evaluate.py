@@ -23,6 +23,7 @@ from serving.teacher.encoders import BiEncoder, cached_logits
 from serving.teacher.lexical import Bm25Stats, terms
 from serving.teacher.metrics import label_metrics
 from serving.teacher.model import Teacher
+from serving.teacher.onnx_runtime import QUANTIZE_MODES, RUNTIMES, check_choice
 from serving.teacher.train import TrainConfig, build_cache, subset, train_teacher
 
 log = logging.getLogger(__name__)
@@ -141,10 +142,36 @@ def cross_validate(
     progress: Callable[[str], None] = log.info,
     work_dir: Path | None = None,
     cache_dir: Path | None = None,
+    runtime: str = "torch",
+    quantize: str = "none",
+    on_fold: Callable[[int, Path, LabeledPairs, np.ndarray], None] | None = None,
 ) -> EvalResult:
     """Query-grouped K-fold CV: K teachers, each trained (with its own inner validation
     split) on K-1 folds and scored on the held-out fold. The frozen bi-encoder cosine is
-    computed once for all rows and shared by every fold (it does not depend on training)."""
+    computed once for all rows and shared by every fold (it does not depend on training).
+
+    Args:
+        pairs: the labeled rows.
+        k: number of query-grouped folds.
+        config: the training recipe every fold runs.
+        progress: receives one line per stage.
+        work_dir: where the fold teachers are written (a temporary folder inside it).
+        cache_dir: the frozen-layer cache folder (reused across runs).
+        runtime, quantize: what scores the held-out rows. "torch"/"none" finishes the
+            forward pass from the cached frozen layers (the same numbers as a full eager
+            pass); anything else loads each fold's teacher in that runtime (exporting its
+            ONNX graphs) and runs the whole teacher on the held-out rows, so the metrics
+            are those of the served path.
+        on_fold: called as `on_fold(fold, teacher_dir, test_pairs, test_mask)` after each
+            fold is scored, while its teacher directory still exists (e.g. to score the
+            same held-out rows with other runtimes: benchmarks/bench_teacher_int8.py).
+
+    Returns:
+        The pooled out-of-fold predictions, metrics per fold included.
+    """
+    check_choice("runtime", runtime, RUNTIMES)
+    check_choice("quantize", quantize, QUANTIZE_MODES)
+    served_path = (runtime, quantize) != ("torch", "none")
     started = time.monotonic()
     progress(f"caching frozen layers + bi-encoder cosine for {len(pairs.frame)} rows (once)")
     cache = build_cache(pairs, config, progress, cache_dir)
@@ -177,22 +204,34 @@ def cross_validate(
                 cache=cache.subset(train_mask),
                 progress=progress,
             )
-            teacher = Teacher.load(Path(tmp) / f"fold{f}", batch_size=config.infer_batch_size)
+            teacher = Teacher.load(
+                Path(tmp) / f"fold{f}",
+                batch_size=config.infer_batch_size,
+                runtime=runtime,
+                quantize=quantize,
+            )
             test_cache = cache.subset(test_mask)
             logits = None
-            if test_cache.frozen is not None:
-                logits = cached_logits(
-                    teacher.cross_encoder.model,
-                    test_cache.frozen,
-                    test_cache.start_layer,
-                    config.infer_batch_size,
-                )
-            result = evaluate(teacher, test, bi_cosine=bi_cosine[test_mask], logits=logits)
+            if served_path:
+                # The fold's teacher in the evaluated runtime scores its held-out rows end
+                # to end (both encoders); nothing cached by torch stands in for it.
+                result = evaluate(teacher, test)
+            else:
+                if test_cache.frozen is not None:
+                    logits = cached_logits(
+                        teacher.cross_encoder.model,
+                        test_cache.frozen,
+                        test_cache.start_layer,
+                        config.infer_batch_size,
+                    )
+                result = evaluate(teacher, test, bi_cosine=bi_cosine[test_mask], logits=logits)
             if result.features is not None:
                 if features is None:
                     features = np.zeros((n, result.features.shape[1]))
                 features[test_mask] = result.features
                 names = result.feature_names
+            if on_fold is not None:
+                on_fold(f, Path(tmp) / f"fold{f}", test, test_mask)
             probs[test_mask] = result.probs
             predicted[test_mask] = result.predicted
             teacher_score[test_mask] = result.scores["teacher"]
@@ -227,7 +266,7 @@ def cross_validate(
         source=pairs.source,
         scale=scale,
         teacher=f"{k}-fold CV of the training recipe ({config.epochs} epoch(s), "
-        f"max_length {config.max_length})",
+        f"max_length {config.max_length}; held-out rows scored by {runtime}/{quantize})",
         mode=f"cv{k}",
         queries=pairs.queries,
         labels=pairs.labels,

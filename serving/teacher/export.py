@@ -6,6 +6,8 @@ Layout written (python backend; the repository is self-contained):
     <repo>/<model>/configs/gpu.pbtxt     the same for KIND_GPU (`--model-config-name=gpu`)
     <repo>/<model>/<N>/model.py          serving/teacher/triton_model.py
     <repo>/<model>/<N>/teacher/          the teacher directory (weights, stacker, manifest)
+    <repo>/<model>/<N>/teacher/onnx/     with runtime "onnx": the encoders' ONNX graphs
+                                         (fp32 or int8), exported here from the weights
     <repo>/<model>/<N>/lib/serving/...   snapshot of the teacher code it runs
 
 Both configs carry parameters `teacher_version` / `label_scale` (newest version) and
@@ -26,10 +28,12 @@ import compileall
 import os
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
 from serving.teacher.model import MANIFEST, TeacherManifest
+from serving.teacher.onnx_runtime import ONNX_DIR, ONNX_PARTS, export_onnx, onnx_file
 
 TEACHER_CODE = Path(__file__).resolve().parent
 # Only what inference imports; training and evaluation stay out of the served snapshot.
@@ -39,6 +43,7 @@ RUNTIME_MODULES = (
     "lexical.py",
     "metrics.py",
     "model.py",
+    "onnx_runtime.py",
     "stacker.py",
     "text.py",
 )
@@ -52,8 +57,14 @@ class ExportOptions(BaseModel):
     gpu_instances: int = 1
     model_threads: int = 0
     teacher_batch_size: int = 64
-    # "int8": CPU instances quantize both encoders at load (GPU instances ignore it).
-    quantize: str = "none"
+    # CPU instances: "onnx" runs both encoders in onnxruntime from graphs exported into the
+    # version folder now; "torch" runs eager PyTorch. GPU instances always run torch.
+    # The platform's choice comes from `triton.runtime` (infra/config.py); this default is
+    # the reference path.
+    runtime: Literal["torch", "onnx"] = "torch"
+    # "int8": CPU instances run both encoders with int8 dynamic quantization (onnx: int8
+    # graphs; torch: quantize_dynamic at load). GPU instances ignore it.
+    quantize: Literal["none", "int8"] = "none"
     # Triton's dynamic batcher serves priority 1 (live labeling) before 2 (backfill and
     # other bulk callers); a request that names no priority gets the default, bulk.
     priority_levels: int = 2
@@ -140,6 +151,7 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
         "torch_threads": str(options.model_threads),
         "teacher_batch_size": str(options.teacher_batch_size),
         "quantize": options.quantize,
+        "runtime": options.runtime,
     }
     for n, m in existing.items():
         parameters[f"teacher_version.{n}"] = m.version
@@ -150,7 +162,17 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
     staging = model_dir / f".{version}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    shutil.copytree(teacher_dir, staging / "teacher")
+    # ONNX graphs only for this export's runtime and quantization: reused when the teacher
+    # directory already holds them, else exported from its weights.
+    shutil.copytree(teacher_dir, staging / "teacher", ignore=shutil.ignore_patterns(ONNX_DIR))
+    if options.runtime == "onnx":
+        for part in ONNX_PARTS:
+            ready = onnx_file(teacher_dir, part, options.quantize)
+            if ready.is_file():
+                copy = onnx_file(staging / "teacher", part, options.quantize)
+                copy.parent.mkdir(exist_ok=True)
+                shutil.copy2(ready, copy)
+        export_onnx(teacher_dir, options.quantize, out_dir=staging / "teacher")
     lib = staging / "lib" / "serving"
     (lib / "teacher").mkdir(parents=True)
     (lib / "__init__.py").write_text('"""Snapshot of freshlabel serving code."""\n')

@@ -8,6 +8,11 @@ A teacher directory holds:
   bi_encoder/      frozen all-MiniLM-L6-v2 (zero-shot cosine feature), when used
   bm25.json        frozen BM25 corpus statistics
   stacker.json     logistic stacker + QWK thresholds
+  onnx/            the encoders as ONNX graphs (fp32 / int8), for `runtime="onnx"`;
+                   exported from the weights above (serving.teacher.onnx_runtime)
+
+Runtimes: "torch" (eager PyTorch, the reference; any device) and "onnx" (onnxruntime on
+the CPU: fp32 graphs agree with torch to ~1e-5, int8 graphs are measured by CV).
 """
 
 from __future__ import annotations
@@ -22,9 +27,19 @@ from pydantic import BaseModel, Field
 
 from serving.teacher.encoders import BiEncoder, CrossEncoder
 from serving.teacher.lexical import LEXICAL_FEATURES, Bm25Stats, lexical_matrix
+from serving.teacher.onnx_runtime import (
+    QUANTIZE_MODES,
+    RUNTIMES,
+    OnnxBiEncoder,
+    OnnxCrossEncoder,
+    check_choice,
+    export_onnx,
+)
 from serving.teacher.stacker import Stacker, expected_grade
 
 MANIFEST = "manifest.json"
+# Bi-encoder embeddings a loaded teacher keeps by text: 20,000 x 384 floats, ~31 MB.
+EMBED_CACHE_ITEMS = 20_000
 
 
 class TeacherManifest(BaseModel):
@@ -97,32 +112,69 @@ class Teacher:
 
     @classmethod
     def load(
-        cls, path: Path, batch_size: int = 64, device: str = "cpu", quantize: str = "none"
+        cls,
+        path: Path,
+        batch_size: int = 64,
+        device: str = "cpu",
+        quantize: str = "none",
+        runtime: str = "torch",
+        threads: int = 0,
+        embed_cache_items: int = EMBED_CACHE_ITEMS,
     ) -> Teacher:
-        """`quantize="int8"`: dynamic int8 quantization of both encoders' linear layers
-        (CPU only; docs/benchmarks.md has its speed and quality)."""
+        """Load a teacher directory for inference.
+
+        Args:
+            path: a trained teacher directory (`manifest.json` and the parts).
+            batch_size: rows per encoder forward pass.
+            device: torch device ("cpu", "cuda:0"); the ONNX runtime is CPU only.
+            quantize: "none" (fp32) or "int8": dynamic int8 of both encoders' linear
+                layers (torch: `quantize_dynamic`; onnx: int8 ONNX graphs).
+            runtime: "torch" (eager PyTorch) or "onnx" (onnxruntime; graphs under
+                `path/onnx/`, exported from the weights here when missing).
+            threads: intra-op threads of the ONNX sessions (0: one per core); torch's are
+                process-wide (`torch.set_num_threads`).
+            embed_cache_items: bi-encoder embeddings kept by text (LRU; 0: none).
+
+        Returns:
+            The teacher.
+
+        Raises:
+            FileNotFoundError: `path` is not a teacher directory.
+            ValueError: unknown `quantize` or `runtime`, or onnx with a non-CPU device.
+        """
         path = Path(path)
         if not (path / MANIFEST).is_file():
             raise FileNotFoundError(
                 f"{path} is not a teacher directory (no {MANIFEST}); "
                 "train one with `freshlabel teacher train --out DIR`"
             )
+        check_choice("quantize", quantize, QUANTIZE_MODES)
+        check_choice("runtime", runtime, RUNTIMES)
         manifest = TeacherManifest.model_validate_json((path / MANIFEST).read_text())
-        bi = (
-            BiEncoder.load(path / "bi_encoder", manifest.max_length)
-            if manifest.uses_bi_encoder
-            else None
-        )
-        cross_encoder = CrossEncoder.load(path / "cross_encoder")
-        cross_encoder.model.to(device)
-        if bi is not None:
-            bi.model.to(device)
-        if quantize == "int8":
-            cross_encoder.model = quantize_int8(cross_encoder.model)
-            if bi is not None:
-                bi.model = quantize_int8(bi.model)
-        elif quantize != "none":
-            raise ValueError(f"quantize must be 'none' or 'int8', not {quantize!r}")
+        cross_encoder: CrossEncoder
+        bi: BiEncoder | None = None
+        if runtime == "onnx":
+            if device != "cpu":
+                raise ValueError(
+                    f"runtime 'onnx' runs on the CPU only, not {device!r}; "
+                    "use runtime 'torch' on a GPU"
+                )
+            export_onnx(path, quantize)
+            cross_encoder = OnnxCrossEncoder.load_onnx(path, quantize, threads)
+            if manifest.uses_bi_encoder:
+                bi = OnnxBiEncoder.load_onnx(
+                    path, quantize, manifest.max_length, threads, embed_cache_items
+                )
+        else:
+            cross_encoder = CrossEncoder.load(path / "cross_encoder")
+            cross_encoder.model.to(device)
+            if manifest.uses_bi_encoder:
+                bi = BiEncoder.load(path / "bi_encoder", manifest.max_length, embed_cache_items)
+                bi.model.to(device)
+            if quantize == "int8":
+                cross_encoder.model = quantize_int8(cross_encoder.model)
+                if bi is not None:
+                    bi.model = quantize_int8(bi.model)
         return cls(
             manifest,
             cross_encoder,

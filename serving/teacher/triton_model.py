@@ -2,8 +2,11 @@
 
 Inputs arrive as BYTES (`query`, `pin_text`) and are tokenized here, so requests of any
 text length batch together; every request Triton hands to one `execute` call is scored
-in one teacher batch. The version folder carries its own snapshot of the teacher code
-(`lib/`) and weights (`teacher/`): the repository runs wherever torch + transformers do.
+in one teacher batch: identical pairs in it are scored once, the rest in length-sorted
+batches padded per batch, and bi-encoder embeddings of texts seen before come from the
+instance's LRU. The version folder carries its own snapshot of the teacher code (`lib/`)
+and weights (`teacher/`, with `teacher/onnx/` graphs when the `runtime` parameter is
+"onnx"): the repository runs wherever torch + transformers (+ onnxruntime) do.
 """
 
 import json
@@ -46,9 +49,17 @@ class TritonPythonModel:
         if args.get("model_instance_kind") == "GPU":
             device = f"cuda:{args['model_instance_device_id']}"
         batch_size = int(_parameter(config, "teacher_batch_size", "64"))
-        quantize = _parameter(config, "quantize", "none") if device == "cpu" else "none"
+        # GPU instances run eager torch in fp32 (onnxruntime here is the CPU build).
+        on_cpu = device == "cpu"
+        quantize = _parameter(config, "quantize", "none") if on_cpu else "none"
+        runtime = _parameter(config, "runtime", "torch") if on_cpu else "torch"
         self.teacher = Teacher.load(
-            HERE / "teacher", batch_size=batch_size, device=device, quantize=quantize
+            HERE / "teacher",
+            batch_size=batch_size,
+            device=device,
+            quantize=quantize,
+            runtime=runtime,
+            threads=threads,
         )
         self.scale = self.teacher.scale
 

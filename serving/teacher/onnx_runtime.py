@@ -1,0 +1,353 @@
+"""ONNX Runtime inference for the teacher's two encoders (fp32, or int8 dynamic quantization).
+
+The graphs are exported from the teacher's own weights (its `cross_encoder/` and
+`bi_encoder/` folders) into `<teacher>/onnx/`: by `freshlabel teacher export` into the
+served version folder, or on the first `Teacher.load(runtime="onnx")` of a directory that
+has none. Nothing is downloaded. Each graph has dynamic batch and sequence axes, so the
+length-sorted batches of `encoders.py` are padded per batch exactly as with torch.
+
+- fp32: the traced graph, fused by onnxruntime's transformer optimizer (bias + GELU, skip
+  + LayerNorm); agrees with eager torch to ~1e-5 (tests/test_teacher_onnx.py).
+- int8: the fp32 graph with every weight MatMul quantized dynamically (weights int8 per
+  output channel, activations uint8 per batch; the attention's activation x activation
+  products stay fp32). Labels can move, so its quality is measured by cross-validation
+  with the int8 graphs scoring the held-out rows (`teacher eval --cv 3 --runtime onnx
+  --quantize int8`; docs/teacher.md has the figures).
+
+int8 graphs run one row at a time, unpadded: dynamic quantization scales activations by the
+range of the whole input tensor, so in a batch one pair's probabilities would move (by up
+to 0.04, measured) with its batch-mates and their padding; alone, a pair gets the same
+answer however Triton batched it, as the cache assumes. On 2 cores this costs nothing
+(onnxruntime's int8 throughput at batch 1 matched batch 64: no padding to compute).
+
+Sessions run with all graph optimizations, `threads` intra-op threads (0: one per core)
+and no spin-waiting, so an idle instance does not burn a core another process needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from serving.teacher.encoders import BiEncoder, CrossEncoder, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "onnx")
+QUANTIZE_MODES = ("none", "int8")
+ONNX_DIR = "onnx"
+# The teacher's parts that run as ONNX graphs (each a folder of the teacher directory).
+ONNX_PARTS = ("cross_encoder", "bi_encoder")
+OPSET = 17
+# all-MiniLM-L6-v2: 12 heads over 384 hidden units (the optimizer's fusion patterns need them).
+_FALLBACK_HEADS, _FALLBACK_HIDDEN = 12, 384
+
+
+class OnnxExportError(RuntimeError):
+    """A teacher's encoders could not be exported to ONNX (names the teacher and the part)."""
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """Refuse an unknown runtime or quantization mode with the allowed values.
+
+    Args:
+        name: the setting's name, for the message.
+        value: the given value.
+        allowed: the accepted values.
+
+    Returns:
+        `value`.
+
+    Raises:
+        ValueError: `value` is not one of `allowed`.
+    """
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def onnx_file(teacher_dir: Path, part: str, quantize: str) -> Path:
+    """Where `part` ("cross_encoder" or "bi_encoder") lives as ONNX for `quantize`."""
+    check_choice("quantize", quantize, QUANTIZE_MODES)
+    suffix = ".int8.onnx" if quantize == "int8" else ".onnx"
+    return Path(teacher_dir) / ONNX_DIR / f"{part}{suffix}"
+
+
+def _parts(teacher_dir: Path) -> list[str]:
+    return [p for p in ONNX_PARTS if (Path(teacher_dir) / p).is_dir()]
+
+
+def _trace(part: str, source: Path, target: Path) -> tuple[int, int]:
+    """Export one encoder to `target` (fp32); returns (attention heads, hidden size)."""
+    import torch
+    from transformers import BertForSequenceClassification, BertModel
+
+    # Eager attention traces to plain MatMul/Softmax ops that every runtime fuses.
+    if part == "cross_encoder":
+        model = BertForSequenceClassification.from_pretrained(
+            str(source), attn_implementation="eager"
+        ).eval()
+
+        class Wrapped(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=token_type_ids,
+                ).logits
+
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        output = "logits"
+        config = model.config
+    else:
+        bert = BertModel.from_pretrained(str(source), attn_implementation="eager").eval()
+
+        class Wrapped(torch.nn.Module):  # type: ignore[no-redef]
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = bert
+
+            def forward(self, input_ids, attention_mask):
+                hidden = self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    token_type_ids=torch.zeros_like(input_ids),
+                ).last_hidden_state
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1)
+                return torch.nn.functional.normalize(pooled, dim=-1)
+
+        names = ["input_ids", "attention_mask"]
+        output = "embedding"
+        config = bert.config
+    example = tuple(torch.ones((2, 8), dtype=torch.long) for _ in names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes[output] = {0: "batch"}
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches
+        torch.onnx.export(
+            Wrapped().eval(),
+            example,
+            str(target),
+            input_names=names,
+            output_names=[output],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    heads = int(getattr(config, "num_attention_heads", _FALLBACK_HEADS))
+    hidden = int(getattr(config, "hidden_size", _FALLBACK_HIDDEN))
+    return heads, hidden
+
+
+def _optimize(source: Path, target: Path, heads: int, hidden: int) -> None:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+    optimized = optimize_model(
+        str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1
+    )
+    optimized.save_model_to_file(str(target))
+
+
+def _quantize(source: Path, target: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its "consider pre-processing" note, on every call
+    try:
+        quantize_dynamic(
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            extra_options={
+                # Only weight MatMuls: quantizing the attention's Q.K^T and P.V products
+                # too costs far more accuracy (cosine to fp32 0.93, not 0.99, on real pins).
+                "MatMulConstBOnly": True,
+                # The optimizer's fused ops carry no inferred types; their outputs are fp32.
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+            },
+        )
+    finally:
+        root.setLevel(level)
+
+
+def export_onnx(
+    teacher_dir: Path, quantize: str = "none", out_dir: Path | None = None
+) -> list[Path]:
+    """Write the teacher's encoders as ONNX graphs for `quantize` (skips those present).
+
+    Args:
+        teacher_dir: a trained teacher directory (`cross_encoder/`, optional `bi_encoder/`).
+        quantize: "none" (fp32 graphs) or "int8" (dynamic int8 graphs; the fp32 ones they
+            derive from are built in a temporary folder and not kept).
+        out_dir: the teacher directory to write `onnx/` into (default: `teacher_dir`).
+
+    Returns:
+        The graph files, cross-encoder first.
+
+    Raises:
+        ValueError: unknown `quantize`.
+        OnnxExportError: the export of a part failed (the cause is chained).
+    """
+    teacher_dir = Path(teacher_dir)
+    out_dir = Path(out_dir or teacher_dir)
+    written = []
+    for part in _parts(teacher_dir):
+        target = onnx_file(out_dir, part, quantize)
+        written.append(target)
+        if target.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
+            work = Path(tmp)
+            try:
+                # int8 derives from the fp32 graph when one exists (here or in the source).
+                ready = [onnx_file(d, part, "none") for d in (out_dir, teacher_dir)]
+                final = next((f for f in ready if f.is_file()), work / "fp32.onnx")
+                if not final.is_file():
+                    heads, hidden = _trace(part, teacher_dir / part, work / "traced.onnx")
+                    _optimize(work / "traced.onnx", work / "fp32.onnx", heads, hidden)
+                    final = work / "fp32.onnx"
+                if quantize == "int8":
+                    _quantize(final, work / "int8.onnx")
+                    final = work / "int8.onnx"
+            except Exception as exc:
+                raise OnnxExportError(
+                    f"exporting {teacher_dir / part} to ONNX ({quantize}) failed: {exc}; "
+                    "check that the teacher directory is complete (freshlabel teacher train)"
+                ) from exc
+            # Readers see no graph or the whole graph.
+            os.replace(final, target)
+    return written
+
+
+def session(path: Path, threads: int = 0):
+    """An onnxruntime CPU session over `path`, all graph optimizations on.
+
+    Args:
+        path: an ONNX graph from `export_onnx`.
+        threads: intra-op threads; 0 lets onnxruntime use one per core.
+
+    Returns:
+        `onnxruntime.InferenceSession`.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads > 0:
+        options.intra_op_num_threads = threads
+    # Spinning threads keep a core busy between batches (tokenizing, Triton's queue).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _row_by_row(onnx_session, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Run each row alone, cut to its own length (batch-independent int8 results)."""
+    lengths = inputs["attention_mask"].sum(1)
+    rows = [
+        onnx_session.run(None, {k: v[i : i + 1, : lengths[i]] for k, v in inputs.items()})[0]
+        for i in range(len(lengths))
+    ]
+    return np.concatenate(rows).astype(np.float32, copy=False)
+
+
+class OnnxCrossEncoder(CrossEncoder):
+    """The cross-encoder's forward pass in onnxruntime; tokenizing and batching as torch's."""
+
+    def __init__(self, tokenizer, onnx_session, num_labels: int, row_by_row: bool = False):
+        self.model = None
+        self.tokenizer = tokenizer
+        self.session = onnx_session
+        self._num_labels = num_labels
+        self.row_by_row = row_by_row
+
+    @classmethod
+    def load_onnx(cls, teacher_dir: Path, quantize: str, threads: int = 0) -> OnnxCrossEncoder:
+        path = onnx_file(teacher_dir, "cross_encoder", quantize)
+        onnx_session = session(path, threads)
+        labels = int(onnx_session.get_outputs()[0].shape[-1])
+        tokenizer = load_tokenizer(Path(teacher_dir) / "cross_encoder")
+        return cls(tokenizer, onnx_session, labels, row_by_row=quantize == "int8")
+
+    @property
+    def num_labels(self) -> int:
+        return self._num_labels
+
+    def _forward_logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        if self.row_by_row:
+            return _row_by_row(self.session, inputs)
+        return self.session.run(None, inputs)[0].astype(np.float32, copy=False)
+
+    def save(self, path: Path) -> None:
+        raise TypeError("an ONNX cross-encoder is a serving copy; save the torch teacher")
+
+
+class OnnxBiEncoder(BiEncoder):
+    """The bi-encoder's forward pass (pooling and normalization included) in onnxruntime."""
+
+    def __init__(
+        self,
+        tokenizer,
+        onnx_session,
+        max_length: int,
+        cache_items: int = 0,
+        row_by_row: bool = False,
+    ):
+        from collections import OrderedDict
+
+        self.row_by_row = row_by_row
+        self.model = None
+        self.tokenizer = tokenizer
+        self.session = onnx_session
+        self.max_length = max_length
+        self.cache_items = cache_items
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._hidden = int(onnx_session.get_outputs()[0].shape[-1])
+
+    @classmethod
+    def load_onnx(
+        cls,
+        teacher_dir: Path,
+        quantize: str,
+        max_length: int,
+        threads: int = 0,
+        cache_items: int = 0,
+    ) -> OnnxBiEncoder:
+        path = onnx_file(teacher_dir, "bi_encoder", quantize)
+        tokenizer = load_tokenizer(Path(teacher_dir) / "bi_encoder")
+        return cls(
+            tokenizer,
+            session(path, threads),
+            max_length,
+            cache_items,
+            row_by_row=quantize == "int8",
+        )
+
+    @property
+    def hidden_size(self) -> int:
+        return self._hidden
+
+    def _forward_embed(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        if self.row_by_row:
+            return _row_by_row(self.session, inputs)
+        return self.session.run(None, inputs)[0].astype(np.float32, copy=False)
+
+    def save(self, path: Path) -> None:
+        raise TypeError("an ONNX bi-encoder is a serving copy; save the torch teacher")

@@ -1,0 +1,115 @@
+"""The teacher's exact inference savings and runtime choices, without training a model:
+per-batch padding, pair dedupe, the bi-encoder's embedding LRU, refused settings.
+(ONNX against eager torch on a trained teacher: tests/test_teacher_serving.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from serving.teacher.encoders import (
+    BiEncoder,
+    CrossEncoder,
+    base_model_dir,
+    load_tokenizer,
+    pad_batch,
+    unique_pairs,
+)
+from serving.teacher.onnx_runtime import check_choice, onnx_file
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(base_model_dir())
+
+
+class CountingCrossEncoder(CrossEncoder):
+    """The real tokenizing, dedupe and batching; a forward pass that records its batches."""
+
+    def __init__(self, tokenizer):
+        super().__init__(model=None, tokenizer=tokenizer)
+        self.batches: list[dict[str, np.ndarray]] = []
+
+    @property
+    def num_labels(self) -> int:
+        return 2
+
+    def _forward_logits(self, inputs):
+        self.batches.append(inputs)
+        lengths = inputs["attention_mask"].sum(1)
+        return np.column_stack([lengths, inputs["token_type_ids"].sum(1)]).astype(np.float32)
+
+
+class CountingBiEncoder(BiEncoder):
+    def __init__(self, tokenizer, cache_items):
+        super().__init__(torch.nn.Identity(), tokenizer, max_length=32, cache_items=cache_items)
+        self.rows = 0
+
+    @property
+    def hidden_size(self) -> int:
+        return 2
+
+    def _forward_embed(self, inputs):
+        self.rows += len(inputs["input_ids"])
+        lengths = inputs["attention_mask"].sum(1).astype(np.float32)
+        return np.column_stack([lengths, np.ones_like(lengths)])
+
+
+def test_pad_batch_pads_to_the_longest_row_and_marks_segment_b() -> None:
+    out = pad_batch([[101, 7, 102, 8, 9, 102], [101, 7, 102]], pad_id=0, sep_id=102)
+    assert out["input_ids"].shape == (2, 6) and out["input_ids"].dtype == np.int64
+    assert out["input_ids"][1].tolist() == [101, 7, 102, 0, 0, 0]
+    assert out["attention_mask"].tolist() == [[1] * 6, [1, 1, 1, 0, 0, 0]]
+    assert out["token_type_ids"].tolist() == [[0, 0, 0, 1, 1, 1], [0] * 6]
+    assert "token_type_ids" not in pad_batch([[101, 102]], pad_id=0)
+
+
+def test_unique_pairs_maps_every_input_back() -> None:
+    queries = ["a", "b", "a", "a", "b"]
+    texts = ["x", "x", "x", "y", "x"]
+    uq, up, inverse = unique_pairs(queries, texts)
+    assert list(zip(uq, up, strict=True)) == [("a", "x"), ("b", "x"), ("a", "y")]
+    assert [(uq[i], up[i]) for i in inverse] == list(zip(queries, texts, strict=True))
+
+
+def test_cross_encoder_scores_each_distinct_pair_once_in_length_sorted_batches(
+    tokenizer,
+) -> None:
+    ce = CountingCrossEncoder(tokenizer)
+    queries = ["oak desk", "lamp", "oak desk", "red running shoes", "lamp"]
+    texts = ["title: oak", "title: a " + "very " * 20 + "long lamp", "title: oak", "t", "x"]
+    logits = ce.logits(queries, texts, max_length=24, batch_size=2)
+    assert sum(len(b["input_ids"]) for b in ce.batches) == 4  # 5 pairs, 4 distinct
+    widths = [b["input_ids"].shape[1] for b in ce.batches]
+    assert widths == sorted(widths, reverse=True) and widths[0] == 24  # truncated to 24
+    for batch in ce.batches:  # each batch padded to its own longest row, not to 24
+        assert batch["attention_mask"].sum(1).max() == batch["input_ids"].shape[1]
+    ids = tokenizer(queries, texts, truncation="only_second", max_length=24)["input_ids"]
+    assert logits[:, 0].tolist() == [float(len(x)) for x in ids]  # input order kept
+    np.testing.assert_array_equal(logits[0], logits[2])
+    assert ce.logits([], [], max_length=24).shape == (0, 2)
+
+
+def test_bi_encoder_lru_embeds_each_text_once_and_stays_bounded(tokenizer) -> None:
+    bi = CountingBiEncoder(tokenizer, cache_items=3)
+    first = bi.embed(["oak desk", "lamp", "oak desk"])
+    assert bi.rows == 2 and first.shape == (3, 2)
+    again = bi.embed(["lamp", "oak desk", "vase"])
+    assert bi.rows == 3  # only "vase" was new
+    np.testing.assert_array_equal(again[1], first[0])
+    bi.embed(["chair", "table"])  # evicts the least recently used ("lamp", "oak desk")
+    assert len(bi._cache) == 3 and "lamp" not in bi._cache
+    uncached = CountingBiEncoder(tokenizer, cache_items=0)
+    uncached.embed(["a", "a"])
+    uncached.embed(["a"])
+    assert uncached.rows == 2 and not uncached._cache
+    assert bi.embed([]).shape == (0, 2)
+
+
+def test_unknown_runtime_or_quantization_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="runtime must be one of torch, onnx, not 'tensorrt'"):
+        check_choice("runtime", "tensorrt", ("torch", "onnx"))
+    with pytest.raises(ValueError, match="quantize must be one of none, int8"):
+        onnx_file(tmp_path, "cross_encoder", "int4")
+    assert onnx_file(tmp_path, "bi_encoder", "int8") == tmp_path / "onnx/bi_encoder.int8.onnx"
