@@ -179,10 +179,21 @@ def main() -> None:
         default=f"{configured.runtime}/{configured.quantize}",
         help="runtime/quantize paths served by Triton (default: the configured one)",
     )
+    # The flags of the first version of this benchmark (docs/benchmarks.md quotes them).
+    parser.add_argument(
+        "--quantize",
+        action="store_true",
+        help="the earlier run: eager torch fp32 and int8, in-process and through Triton",
+    )
+    parser.add_argument("--skip-in-process", action="store_true", help="Triton rows only")
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: default)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (GPU config in Triton)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.quantize:
+        args.in_process = args.triton = "torch/none,torch/int8"
+    if args.skip_in_process:
+        args.in_process = ""
 
     import torch
 
