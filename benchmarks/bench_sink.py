@@ -1,6 +1,7 @@
 """Iceberg sink throughput and CPU per row: enriched rows from a topic into the table, once.
 
     .venv/bin/python benchmarks/bench_sink.py --rows 200000 [--batch-rows 50000] [--no-quality]
+        [--strict]
 
 Starts its own stack (free ports, temporary state folder), pre-fills `impressions.enriched`
 with realistic enriched rows, then runs one real `freshlabel sink run` process over them and
@@ -11,6 +12,8 @@ rows its status file reports committed. Prints one JSON object:
 - `cpu_us_per_row`: CPU between those two commits per row they added (the marginal cost: the
   first batch, which also pays the quality gate's import and the table's creation, is left
   out); `cpu_us_per_row_all_in`: the process's whole CPU (imports included) per row.
+`--strict` turns the bulk decode off (`sink.fast_decode=false`, every record through the
+pydantic model): the before/after of the fast path on the same machine and load.
 Both come with the load average before and after: on a shared machine the wall-clock rate
 falls with load, the CPU per row much less.
 
@@ -75,11 +78,14 @@ def enriched(i: int) -> EnrichedImpression:
 
 
 def bench_settings(
-    state_dir: Path, partitions: int | None = None, quality: bool = True
+    state_dir: Path, partitions: int | None = None, quality: bool = True, fast: bool = True
 ) -> Settings:
     """Settings for a private stack: its own state folder, a free broker port."""
     settings = Settings(
-        state_dir=state_dir, broker={"port": free_port()}, quality={"enabled": quality}
+        state_dir=state_dir,
+        broker={"port": free_port()},
+        quality={"enabled": quality},
+        sink={"fast_decode": fast},
     )
     if partitions:
         settings.topics.partitions[TOPIC] = partitions
@@ -93,6 +99,7 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
         FRESHLABEL_STATE_DIR=str(settings.state_dir),
         FRESHLABEL_BROKER__PORT=str(settings.broker.port),
         FRESHLABEL_QUALITY__ENABLED=str(settings.quality.enabled).lower(),
+        FRESHLABEL_SINK__FAST_DECODE=str(settings.sink.fast_decode).lower(),
     )
     return env
 
@@ -215,9 +222,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--batch-rows", type=int, default=50_000)
     parser.add_argument("--no-quality", action="store_true", help="quality gate off")
+    parser.add_argument(
+        "--strict", action="store_true", help="every record through pydantic (sink.fast_decode off)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = bench_settings(Path(tmp) / "state", quality=not args.no_quality)
+        settings = bench_settings(
+            Path(tmp) / "state", quality=not args.no_quality, fast=not args.strict
+        )
         stack.up(settings)
         sink: SinkProcess | None = None
         try:
@@ -247,6 +259,7 @@ def main() -> None:
                 "commits": final.get("commits"),
                 "batch_rows": args.batch_rows,
                 "quality_gate": not args.no_quality,
+                "fast_decode": not args.strict,
                 "produce_s": round(produce_s, 1),
                 "process_wall_s": round(wall, 1),
                 **sink.steady(),

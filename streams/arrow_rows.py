@@ -79,8 +79,8 @@ def with_sink_columns(
     sink = {
         "_kafka_partition": pa.array(partitions, type=schema.field("_kafka_partition").type),
         "_kafka_offset": pa.array(offsets, type=schema.field("_kafka_offset").type),
-        "_batch_id": pa.array([batch_id] * n, type=schema.field("_batch_id").type),
-        "_ingested_at": pa.array([ingested_at] * n, type=schema.field("_ingested_at").type),
+        "_batch_id": pa.repeat(pa.scalar(batch_id, schema.field("_batch_id").type), n),
+        "_ingested_at": pa.repeat(pa.scalar(ingested_at, schema.field("_ingested_at").type), n),
     }
     columns = [sink[f.name] if f.name in sink else rows.column(f.name) for f in schema]
     return pa.Table.from_arrays(columns, schema=schema)

@@ -270,13 +270,16 @@ class Decoder(Generic[E]):
             self.counters.add(letter)
             return letter
 
-    def use_columns(self, schema: pa.Schema) -> None:
+    def use_columns(self, schema: pa.Schema, fast: bool = True) -> None:
         """Decode into Arrow columns of `schema` (the table's) from now on: `decode_rows`.
 
         Args:
             schema: the Iceberg table's Arrow schema; its model columns are built.
+            fast: use the bulk fast path (`sink.fast_decode`); False judges every record
+                with the strict model.
         """
-        self.fast = FastDecoder.for_model(self.model, schema, self.limits.max_text_bytes)
+        limit = self.limits.max_text_bytes
+        self.fast = FastDecoder.for_model(self.model, schema, limit) if fast else None
         self.columns = pa.schema([f for f in schema if not f.name.startswith("_")])
 
     def decode_rows(
@@ -315,7 +318,9 @@ class Decoder(Generic[E]):
         index: list[int] = []
         letters: list[DeadLetter] = []
         for i in vouched.strict:
-            decoded = self._decode(values[i], partitions[i], offsets[i], keys[i], now, window)
+            decoded = self._decode(
+                values[i], int(partitions[i]), int(offsets[i]), keys[i], now, window
+            )
             if isinstance(decoded, DeadLetter):
                 letters.append(decoded)
             else:

@@ -74,6 +74,11 @@ log = logging.getLogger(__name__)
 _BROKER_ERRORS = (KafkaError, ConnectionError, TimeoutError)
 
 
+def _take(rows: pa.Table, indices: np.ndarray) -> pa.Table:
+    """`rows.take(indices)` for ascending unique indices; no copy when they are all rows."""
+    return rows if len(indices) == rows.num_rows else rows.take(pa.array(indices))
+
+
 def sink_group_id(table_name: str) -> str:
     """The consumer group of the sinks of `table_name` (unless `--group` names another); the
     Kubernetes autoscaler reads its lag (infra/deploy/render.py)."""
@@ -148,7 +153,7 @@ class _Batch:
 
     def columns(self, schema: pa.Schema) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
         """All rows (model columns of `schema`), partitions, offsets and timestamps."""
-        rows = pa.Table.from_batches(self.chunks, schema=schema).combine_chunks()
+        rows = pa.Table.from_batches(self.chunks, schema=schema)
 
         def joined(parts: list[np.ndarray]) -> np.ndarray:
             return np.concatenate(parts) if parts else np.empty(0, np.int64)
@@ -215,7 +220,7 @@ class IcebergSink:
             catalog, settings.catalog.namespace, table_name, schema_of=model.table
         )
         # Whole polls decode at once into the table's Arrow columns (streams/fast_decode.py).
-        self.decoder.use_columns(self.table.schema().as_arrow())
+        self.decoder.use_columns(self.table.schema().as_arrow(), cfg.fast_decode)
         self.table_name = table_name
         self.dedupe = KeyIndex.for_model(model, cfg.dedupe_horizon_days, cfg.dedupe_max_bytes)
         self.gate: QualityGate | None = None
@@ -483,24 +488,23 @@ class IcebergSink:
                 self.commit()
 
     def _decode_chunk(self, records: Sequence[Any]) -> None:
-        partitions = [r.partition for r in records]
-        offsets = [r.offset for r in records]
+        partitions = np.fromiter((r.partition for r in records), np.int64, len(records))
+        offsets = np.fromiter((r.offset for r in records), np.int64, len(records))
         decoded = self.decoder.decode_rows(
             [r.value for r in records], partitions, offsets, [r.key for r in records]
         )
         index = decoded.index
-        self.batch.add(
-            decoded.rows,
-            np.asarray(partitions, dtype=np.int64)[index],
-            np.asarray(offsets, dtype=np.int64)[index],
-            np.asarray([int(r.timestamp or 0) for r in records], dtype=np.int64)[index],
-        )
+        stamps = np.fromiter((r.timestamp or 0 for r in records), np.int64, len(records))
+        self.batch.add(decoded.rows, partitions[index], offsets[index], stamps[index])
         self.batch.letters.extend(decoded.letters)
-        batch, positions = self.batch, self.positions
-        for partition, offset in zip(partitions, offsets, strict=True):
-            start = positions.get(partition, offset)
-            positions[partition] = offset + 1
-            batch.saw(partition, offset, start)
+        # As record by record: a partition's batch starts where this process stood before
+        # its first record (or at that record), and it is read up to its last one.
+        for partition in np.unique(partitions).tolist():
+            mine = offsets[partitions == partition]
+            first, last = int(mine[0]), int(mine[-1])
+            start = self.positions.get(partition, first)
+            self.positions[partition] = last + 1
+            self.batch.saw(partition, int(mine.max()), start)
 
     def _batch_due(self) -> bool:
         if not self.batch.next_offsets:
@@ -630,23 +634,26 @@ class IcebergSink:
         if letters:
             self.dead_letters.flush()
         keep = np.flatnonzero(fresh & ~quarantined)
+        keys: tuple[np.ndarray, np.ndarray] | None = None
         if self.dedupe is not None and keep.size:
-            new = self.dedupe.new_indices(table, rows.take(pa.array(keep)))
+            candidates = _take(rows, keep)
+            digests, days = self.dedupe.keys_and_days(candidates)
+            new = np.asarray(self.dedupe.new_indices(table, candidates, (digests, days)), np.int64)
             duplicates = keep.size - len(new)
-            keep = keep[np.asarray(new, dtype=np.int64)] if new else keep[:0]
+            keep, keys = keep[new], (digests[new], days[new])
         else:
             duplicates = 0
         merged = dict(done)
         for partition, offset in batch.next_offsets.items():
             if partition not in behind:
                 merged[partition] = max(merged.get(partition, 0), offset)
-        written = rows.take(keep)
+        written = _take(rows, keep)
         if merged != done:
             self.table = append_with_offsets(table, written, self.topic, merged)
             self._last_commit = time.monotonic()
             self.stats.commits += 1
         if self.dedupe is not None and written.num_rows:
-            self.dedupe.remember(written, self.table)
+            self.dedupe.remember(written, self.table, keys)
         # Every record of the settled partitions, counted once by its fate.
         live_letters = sum(1 for d in batch.letters if d.partition not in behind)
         stats = self.stats
