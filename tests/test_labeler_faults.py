@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from base64 import b64decode
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -404,6 +406,132 @@ class FixedScorer:
     async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[ScoredPair]:
         pair = ScoredPair(probs=[0.25] * 4, score=2.5, teacher_version="fixed-v1", label_scale=4)
         return [pair for _ in queries]
+
+
+class Throttle(threading.Thread):
+    """Triton given a fraction of the time, like a CPU quota: SIGSTOP / SIGCONT of the
+    server process this module's stack started (never any other PID)."""
+
+    def __init__(self, pid: int, run_s: float = 0.05, stopped_s: float = 0.45) -> None:
+        super().__init__(name="triton-throttle", daemon=True)
+        self.pid, self.run_s, self.stopped_s = pid, run_s, stopped_s
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            os.kill(self.pid, signal.SIGSTOP)
+            self.done.wait(self.stopped_s)
+            os.kill(self.pid, signal.SIGCONT)
+            time.sleep(self.run_s)
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join(timeout=10)
+        os.kill(self.pid, signal.SIGCONT)  # whatever happened, the server runs on
+
+
+def _backlog(port: int) -> float | None:
+    """The labeler's `freshlabel_labeler_backlog` from its /metrics (None: no answer)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            body = answer.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "freshlabel_labeler_backlog":
+                return sample.value
+    return None
+
+
+@pytest.mark.slow
+def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
+    world: World, tmp_path: Path
+) -> None:
+    """Backpressure, not collapse: with Triton throttled to a tenth of its time the stream
+    outruns the teacher, the lag grows and is reported (metric and status file); released,
+    the teacher catches up, the lag drains to 0 and every row is labeled exactly once."""
+    from infra.worker_status import read_statuses
+
+    settings = world.settings
+    port = free_port()
+    env = {**labeler_env(settings), "FRESHLABEL_LABELER__METRICS_PORT": str(port)}
+    log = (tmp_path / "labeler.log").open("wb")
+    labeler = subprocess.Popen(
+        [sys.executable, "-m", "infra.cli", "label", "run"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    rows = [
+        r.model_copy(update={"pin_id": f"slow-pin-{i}", "title": f"{r.title} {i}"})
+        for i, r in enumerate(enriched_rows(605, "slow"))
+    ]
+    wanted = {r.impression_id for r in rows}
+
+    def labeled() -> Counter[bytes]:
+        records = read_all(settings, "labels", 0.5)
+        return Counter(r.key for r in records if r.key.startswith(b"slow-"))
+
+    def status_backlog() -> float:
+        found = [s for s in read_statuses(settings) if s.name == "labeler" and s.pid == labeler.pid]
+        return found[0].metrics.get("backlog", 0.0) if found else 0.0
+
+    reported: list[float] = []
+    in_status: list[float] = []
+    try:
+        with producer(settings) as prod:  # warm: group joined, Triton answering
+            produce_events(prod, rows[:5])
+        _wait("the first labels", lambda: len(labeled()) == 5, 120)
+        throttle = Throttle(world.triton.pid)
+        throttle.start()
+        try:
+            with producer(settings) as prod:
+                start = time.monotonic()
+                for i, row in enumerate(rows[5:]):  # 100 rows/s for 6 s
+                    time.sleep(max(0.0, start + i / 100 - time.monotonic()))
+                    prod.send(row.topic, key=row.key.encode(), value=row.to_bytes())
+                    if i % 50 == 0:
+                        reported.append(_backlog(port) or 0.0)
+                prod.flush(timeout=30)
+            while time.monotonic() < start + 14:
+                reported.append(_backlog(port) or 0.0)
+                in_status.append(status_backlog())
+                time.sleep(0.5)
+            assert labeler.poll() is None, "the labeler died while the teacher was slow"
+        finally:
+            throttle.finish()
+        released = time.monotonic()
+        _wait("the lag drained", lambda: _backlog(port) == 0 and len(labeled()) == 605, 120)
+        peak_rss = next(
+            line.split()[1]
+            for line in Path(f"/proc/{labeler.pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+        print(
+            f"backlog samples {reported}; status backlog {in_status}; drained "
+            f"{time.monotonic() - released:.1f} s after release; labeler peak RSS {peak_rss} kB"
+        )
+    finally:
+        if labeler.poll() is None:
+            labeler.send_signal(signal.SIGTERM)
+            try:
+                labeler.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                labeler.kill()
+        log.close()
+    out = (tmp_path / "labeler.log").read_text()
+    assert labeler.returncode == 0, out[-3000:]
+    # The stream outran the teacher: the lag grew and both reports said so.
+    assert max(reported) >= 150, f"lag samples {reported}"
+    assert max(in_status) >= 150, f"status backlog samples {in_status}"
+    # Nothing dropped, nothing written twice.
+    counts = labeled()
+    assert {k.decode() for k in counts} == wanted
+    assert set(counts.values()) == {1}
 
 
 def test_labeler_rides_out_a_broker_restart(world: World) -> None:

@@ -28,7 +28,7 @@ How each fault keeps that promise:
 - A teacher slower than the stream (backpressure, not collapse): the loop takes the next
   poll only when the last one is published and committed, so the unlabeled rows stay in
   Kafka, where the consumer lag (`freshlabel_consumer_lag_records`, `backlog` in the status
-  file) grows, refreshed after every batch and once a second while waiting on the teacher.
+  file) grows, refreshed after every poll and once a second while waiting on the teacher.
   Memory is bounded whatever the lag: at most `labeler.batch_rows` records in hand (the
   poll's `max_poll_records`) plus kafka-python's one buffered fetch per partition (at most
   `max_partition_fetch_bytes` each, `fetch_max_bytes` per broker), at most
@@ -331,6 +331,7 @@ class Labeler:
         self._fresh_members = 0
         self._broker_away_since: float | None = None
         self._reported_at = float("-inf")  # last backlog report while holding
+        self._in_hand = 0  # records polled and not labeled yet
         self.producer: KafkaProducer = self._connect(lambda: producer(settings))
         self.consumer: KafkaConsumer = self._subscribe()
 
@@ -464,6 +465,10 @@ class Labeler:
                 if not self.membership.joined:
                     last_rows = time.monotonic()
                 records = [r for batch in polled.values() for r in batch]
+                # Right after the poll: its fetch made the high watermarks fresh, so what
+                # arrived during the last (maybe long) batch shows in the lag.
+                self._in_hand = len(records)
+                self.metrics.observe_backlog(self.consumer, self._in_hand)
                 if records:
                     try:
                         await self._label(records)
@@ -471,7 +476,7 @@ class Labeler:
                         log.warning("stopped while waiting for the teacher; nothing committed")
                         break
                     last_rows = time.monotonic()
-                self.metrics.observe_backlog(self.consumer)
+                self._in_hand = 0
                 self._report_health()
                 if max_rows is not None and self.stats.rows >= max_rows:
                     break
@@ -632,7 +637,7 @@ class Labeler:
             if now - self._reported_at >= 1.0:
                 # The lag stays visible while the teacher is away.
                 self._reported_at = now
-                self.metrics.observe_backlog(self.consumer)
+                self.metrics.observe_backlog(self.consumer, self._in_hand)
                 self.metrics.write_status()
             if self.should_stop():
                 raise _Stopping()

@@ -9,7 +9,9 @@ freshness p50/p95 (impression event time to label acknowledged by the broker). T
 labeler's status file is `labeler`, a backfill's is `labeler-backfill`.
 
 The backlog (`freshlabel_labeler_backlog`, `freshlabel_consumer_lag_records`) is refreshed
-after every batch and, while the labeler waits for an unavailable teacher, once a second.
+right after every poll, when the fetch just made the high watermarks fresh (after a long
+batch they would be as old as the batch, hiding what arrived meanwhile), and once a second
+while the labeler waits for an unavailable teacher.
 """
 
 from __future__ import annotations
@@ -122,10 +124,17 @@ class LabelerMetrics:
         """Whether the labeler can work now, and why (not); /readyz shows the reason."""
         self.health.ready(ok, reason)
 
-    def observe_backlog(self, consumer: KafkaConsumer) -> None:
+    def observe_backlog(self, consumer: KafkaConsumer, in_hand: int = 0) -> None:
         """Backlog and per-partition consumer lag of the partitions held: the high watermark
-        from fetch responses (ListOffsets "latest" is wrong on Tansu) minus the position."""
-        self.backlog.set(self.lag.observe(consumer, self.group_id, force=True))
+        from fetch responses (ListOffsets "latest" is wrong on Tansu) minus the position.
+
+        Args:
+            consumer: The labeler's consumer, just after a poll (the watermarks are as
+                fresh as its last fetch).
+            in_hand: Records polled but not labeled yet (behind the position): they count
+                in the backlog, not in the per-partition lag.
+        """
+        self.backlog.set(self.lag.observe(consumer, self.group_id, force=True) + in_hand)
 
     def observe_backlog_of(self, rows: int) -> None:
         """Set the backlog directly (a backfill: rows of history still to label)."""
