@@ -1,6 +1,6 @@
 """Iceberg sink throughput and CPU per row: enriched rows from a topic into the table, once.
 
-    .venv/bin/python benchmarks/bench_sink.py --rows 200000 [--batch-rows 50000] [--no-quality]
+    .venv/bin/python benchmarks/bench_sink.py --rows 200000 [--batch-rows 100000] [--no-quality]
         [--strict]
 
 Starts its own stack (free ports, temporary state folder), pre-fills `impressions.enriched`
@@ -12,6 +12,7 @@ rows its status file reports committed. Prints one JSON object:
 - `cpu_us_per_row`: CPU between those two commits per row they added (the marginal cost: the
   first batch, which also pays the quality gate's import and the table's creation, is left
   out); `cpu_us_per_row_all_in`: the process's whole CPU (imports included) per row.
+`--decode-only` times just the decode step both ways in this process (no broker, no table).
 `--strict` turns the bulk decode off (`sink.fast_decode=false`, every record through the
 pydantic model): the before/after of the fast path on the same machine and load.
 Both come with the load average before and after: on a shared machine the wall-clock rate
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu import machine_load, tree_cpu_seconds  # noqa: E402
 from infra import stack  # noqa: E402
-from infra.config import Settings  # noqa: E402
+from infra.config import Settings, SinkSettings  # noqa: E402
 from infra.process import free_port  # noqa: E402
 from infra.worker_status import WorkerStatus, status_dir  # noqa: E402
 from schemas import EnrichedImpression  # noqa: E402
@@ -217,15 +218,70 @@ class SinkProcess:
         }
 
 
+def decode_only(rows: int, chunk: int = 5000, repeats: int = 3) -> dict[str, Any]:
+    """CPU per row of the decode step alone, both ways, on the same realistic records: the
+    strict path (pydantic per record, then the Arrow columns from the events) and the bulk
+    fast path (`Decoder.decode_rows`, `chunk` records a call as a poll hands them over).
+    Best of `repeats`; no broker, no table."""
+    from schemas.iceberg import iceberg_schema, table_entry
+    from streams.arrow_rows import model_columns
+    from streams.decode import Decoder
+
+    schema = iceberg_schema(table_entry(EnrichedImpression.table)).as_arrow()
+    values = [enriched(i).to_bytes() for i in range(rows)]
+    now = max(enriched(i).event_time for i in (0, rows - 1)) + timedelta(seconds=1)
+
+    def decoder(fast: bool) -> Decoder[EnrichedImpression]:
+        d: Decoder[EnrichedImpression] = Decoder(
+            TOPIC, Settings().decode, "bench", clock=lambda: now
+        )
+        d.use_columns(schema, fast)
+        return d
+
+    def strict() -> int:
+        d = decoder(False)
+        events = [d.decode_bytes(v, 0, i) for i, v in enumerate(values)]
+        return model_columns(schema, events).num_rows  # type: ignore[arg-type]
+
+    def fast() -> int:
+        d = decoder(True)
+        n = 0
+        for start in range(0, rows, chunk):
+            part = values[start : start + chunk]
+            offsets = list(range(start, start + len(part)))
+            n += d.decode_rows(part, [0] * len(part), offsets, [None] * len(part)).rows.num_rows
+        return n
+
+    result: dict[str, Any] = {"rows": rows, "chunk": chunk, "load_before": machine_load()}
+    for name, run in (("strict", strict), ("fast", fast)):
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.process_time()
+            assert run() == rows
+            best = min(best, time.process_time() - started)
+        result[f"{name}_cpu_us_per_row"] = round(best * 1e6 / rows, 2)
+    result["load_after"] = machine_load()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--batch-rows", type=int, default=50_000)
+    # The sink's own default (sink.batch_rows): what a production sink commits at.
+    parser.add_argument("--batch-rows", type=int, default=SinkSettings().batch_rows)
     parser.add_argument("--no-quality", action="store_true", help="quality gate off")
     parser.add_argument(
         "--strict", action="store_true", help="every record through pydantic (sink.fast_decode off)"
     )
+    parser.add_argument(
+        "--decode-only",
+        action="store_true",
+        help="only the decode step, strict vs fast, in this process (no broker, no table)",
+    )
     args = parser.parse_args()
+    if args.decode_only:
+        print(json.dumps(decode_only(args.rows), indent=2))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         settings = bench_settings(
             Path(tmp) / "state", quality=not args.no_quality, fast=not args.strict

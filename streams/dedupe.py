@@ -272,9 +272,21 @@ class KeyIndex:
     def _event_digests(self, events: Sequence[Event]) -> np.ndarray:
         return digests([[getattr(e, f) for e in events] for f in self.key_fields])
 
-    def _keys_and_days(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+    def keys_and_days(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
         """Key digests and dedupe days of events, or of Arrow rows with the model columns
-        (the same digests: times are keyed as epoch microseconds either way)."""
+        (the same digests: times are keyed as epoch microseconds either way).
+
+        Args:
+            rows: events, or Arrow rows with the key and time columns.
+
+        Returns:
+            The ``S16`` digests and the UTC days (since the epoch), one per row; pass
+            them to `new_indices` and (those of the rows written) `remember` to compute
+            them once.
+
+        Raises:
+            ValueError: a row has no dedupe time (the decoder should have refused it).
+        """
         if not isinstance(rows, pa.Table | pa.RecordBatch):
             return self._event_digests(rows), self._event_days(rows)
         when = rows.column(self.time_field)
@@ -289,7 +301,9 @@ class KeyIndex:
 
     # -- the public interface ---------------------------------------------------------------
 
-    def new_indices(self, table: Table, events: Rows) -> list[int]:
+    def new_indices(
+        self, table: Table, events: Rows, keys: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> list[int]:
         """Indices of the events whose key is in neither the table nor earlier in `events`.
 
         Catches up with the table first (``refresh``). Call ``remember`` with the rows once
@@ -299,6 +313,7 @@ class KeyIndex:
             table: the sink's table, freshly refreshed from the catalog.
             events: the batch, in offset order: events, or Arrow rows with the model's
                 key and time columns.
+            keys: `keys_and_days(events)`, when the caller has them already.
 
         Returns:
             Ascending indices into `events` of the rows to write.
@@ -309,12 +324,17 @@ class KeyIndex:
         if not len(events):
             return []
         self.refresh(table)
-        keys, days = self._keys_and_days(events)
+        keys, days = keys or self.keys_and_days(events)
         dup = self._batch_duplicates(keys, days)
         self._check_table(table, keys, days, dup)
         return np.flatnonzero(~dup).tolist()
 
-    def remember(self, events: Rows, table: Table | None = None) -> None:
+    def remember(
+        self,
+        events: Rows,
+        table: Table | None = None,
+        keys: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         """Add the keys of rows just committed to the resident days.
 
         Args:
@@ -322,10 +342,11 @@ class KeyIndex:
                 events or Arrow rows.
             table: optionally the table right after that commit; when its snapshot follows
                 directly on the one the index saw, ``refresh`` will not read its files.
+            keys: `keys_and_days(events)`, when the caller has them already.
         """
         if not len(events):
             return
-        keys, days = self._keys_and_days(events)
+        keys, days = keys or self.keys_and_days(events)
         for day in np.unique(days).tolist():
             if day in self._days:
                 before = self._days[day].nbytes

@@ -315,7 +315,11 @@ def struct_for(
         (f.name, _struct_type(f), None) if f.optional else (f.name, _struct_type(f)) for f in fields
     ]
     name = f"{model.__name__}{'Exact' if forbid_unknown else 'Fast'}"
-    return msgspec.defstruct(name, spec, kw_only=True, forbid_unknown_fields=forbid_unknown)
+    # gc=False: a struct of strings, numbers and lists of them holds no cycle, and the
+    # collector walking every decoded struct cost more than decoding them (big sink heaps).
+    return msgspec.defstruct(
+        name, spec, kw_only=True, forbid_unknown_fields=forbid_unknown, gc=False
+    )
 
 
 @dataclass
