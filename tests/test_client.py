@@ -163,3 +163,40 @@ def test_status_shows_each_class_rate_latency_and_live_freshness(tmp_path: Path)
     assert "live:" in lines["live"] and "freshness p50 2." in lines["live"]
     assert "backfill:" in lines["backfill"] and "freshness" not in lines["backfill"]
     assert "pairs/s" in lines["backfill"]
+
+
+class FakeConsumer:
+    """A consumer holding two partitions, 120 and 30 records behind their watermarks."""
+
+    def assignment(self) -> set[Any]:
+        from kafka import TopicPartition
+
+        return {TopicPartition("impressions.enriched", p) for p in (0, 1)}
+
+    def highwater(self, tp: Any) -> int:
+        return 1000 if tp.partition == 0 else 500
+
+    def position(self, tp: Any, timeout_ms: int = 0) -> int:
+        return 880 if tp.partition == 0 else 470
+
+
+def test_backlog_counts_rows_in_hand_and_reaches_the_status_file_at_once(
+    tmp_path: Path,
+) -> None:
+    from infra.worker_status import read_statuses
+
+    settings = Settings(state_dir=tmp_path)
+    metrics = LabelerMetrics(settings)
+    metrics.observe_backlog(FakeConsumer(), in_hand=200)  # type: ignore[arg-type]
+    lag = {
+        s.labels["partition"]: s.value
+        for f in metrics.registry.collect()
+        for s in f.samples
+        if s.name == "freshlabel_consumer_lag_records"
+    }
+    assert lag == {"0": 120, "1": 30}  # per partition: behind the position
+    assert metrics.backlog._value.get() == 350  # plus the 200 polled, not labeled yet
+    # Written without waiting for the batch to end (a slow teacher can take minutes).
+    (status,) = [s for s in read_statuses(settings) if s.name == "labeler"]
+    assert status.metrics["backlog"] == 350
+    metrics.write_status(stopped=True)

@@ -457,7 +457,12 @@ def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
 
     settings = world.settings
     port = free_port()
-    env = {**labeler_env(settings), "FRESHLABEL_LABELER__METRICS_PORT": str(port)}
+    env = {
+        **labeler_env(settings),
+        "FRESHLABEL_LABELER__METRICS_PORT": str(port),
+        # Short turns: the lag is read after every poll, so it is seen often.
+        "FRESHLABEL_LABELER__BATCH_ROWS": "50",
+    }
     log = (tmp_path / "labeler.log").open("wb")
     labeler = subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "label", "run"],

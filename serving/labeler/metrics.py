@@ -49,6 +49,7 @@ class LabelerMetrics:
         self.traffic: Traffic = traffic
         self.status_file = StatusFile(settings, STATUS_NAMES[traffic]) if serve else None
         self._started = self._status_at = time.monotonic()
+        self._backlog_written = 0.0
         self.labels = Counter(
             "freshlabel_labels_total", "Labels written", ["teacher_version"], registry=self.registry
         )
@@ -134,7 +135,10 @@ class LabelerMetrics:
             in_hand: Records polled but not labeled yet (behind the position): they count
                 in the backlog, not in the per-partition lag.
         """
-        self.backlog.set(self.lag.observe(consumer, self.group_id, force=True) + in_hand)
+        backlog = self.lag.observe(consumer, self.group_id, force=True) + in_hand
+        self.backlog.set(backlog)
+        if backlog != self._backlog_written:
+            self.write_status()  # `freshlabel status` sees the lag before the batch ends
 
     def observe_backlog_of(self, rows: int) -> None:
         """Set the backlog directly (a backfill: rows of history still to label)."""
@@ -234,5 +238,6 @@ class LabelerMetrics:
                 clean-stop write follows.
         """
         self._status_at = time.monotonic()
+        self._backlog_written = self.backlog._value.get()
         if self.status_file is not None:
             self.status_file.write(self.snapshot(), stopped=stopped, error=error)
