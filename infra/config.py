@@ -486,6 +486,11 @@ class LabelerSettings(BaseModel):
     # CPU teacher). Per pair, small CPU batches cost about what large ones do.
     backfill_request_rows: int = Field(default=2, ge=1)
     backfill_max_in_flight: int = Field(default=1, ge=1)
+    # Most bytes one fetch takes from a partition (kafka-python max_partition_fetch_bytes).
+    # A partition with fetched records still buffered is not fetched again, so its high
+    # watermark, and the lag reported from it, is as old as that buffer: a small fetch
+    # keeps the reported lag fresh (and the buffered bytes, part of the memory bound, low).
+    fetch_partition_bytes: int = Field(default=262_144, ge=1024)
     # Metrics endpoint of a running `label backfill` (a job); 0 disables it.
     backfill_metrics_port: int = 0
 
