@@ -490,6 +490,7 @@ class LabelerSettings(BaseModel):
     # A partition with fetched records still buffered is not fetched again, so its high
     # watermark, and the lag reported from it, is as old as that buffer: a small fetch
     # keeps the reported lag fresh (and the buffered bytes, part of the memory bound, low).
+    # The embedded Tansu broker ignores this cap (it returned 40 KB against 8 KB).
     fetch_partition_bytes: int = Field(default=262_144, ge=1024)
     # Metrics endpoint of a running `label backfill` (a job); 0 disables it.
     backfill_metrics_port: int = 0
