@@ -410,24 +410,26 @@ class FixedScorer:
 
 class Throttle(threading.Thread):
     """Triton given a fraction of the time, like a CPU quota: SIGSTOP / SIGCONT of the
-    server process this module's stack started (never any other PID)."""
+    process group of the server this module's stack started (the server and the Python
+    backend stubs it spawned, which do the scoring), never any other process."""
 
     def __init__(self, pid: int, run_s: float = 0.05, stopped_s: float = 0.45) -> None:
         super().__init__(name="triton-throttle", daemon=True)
-        self.pid, self.run_s, self.stopped_s = pid, run_s, stopped_s
+        assert os.getpgid(pid) == pid, "Triton was not started as its own process group"
+        self.group, self.run_s, self.stopped_s = pid, run_s, stopped_s
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            os.kill(self.pid, signal.SIGSTOP)
+            os.killpg(self.group, signal.SIGSTOP)
             self.done.wait(self.stopped_s)
-            os.kill(self.pid, signal.SIGCONT)
+            os.killpg(self.group, signal.SIGCONT)
             time.sleep(self.run_s)
 
     def finish(self) -> None:
         self.done.set()
         self.join(timeout=10)
-        os.kill(self.pid, signal.SIGCONT)  # whatever happened, the server runs on
+        os.killpg(self.group, signal.SIGCONT)  # whatever happened, the server runs on
 
 
 def _backlog(port: int) -> float | None:
@@ -460,8 +462,10 @@ def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
     env = {
         **labeler_env(settings),
         "FRESHLABEL_LABELER__METRICS_PORT": str(port),
-        # Short turns: the lag is read after every poll, so it is seen often.
+        # Short turns and small fetches: the lag is read after every poll, from the high
+        # watermarks of the last fetch.
         "FRESHLABEL_LABELER__BATCH_ROWS": "50",
+        "FRESHLABEL_LABELER__FETCH_PARTITION_BYTES": "8192",
     }
     log = (tmp_path / "labeler.log").open("wb")
     labeler = subprocess.Popen(
@@ -473,7 +477,7 @@ def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
     )
     rows = [
         r.model_copy(update={"pin_id": f"slow-pin-{i}", "title": f"{r.title} {i}"})
-        for i, r in enumerate(enriched_rows(605, "slow"))
+        for i, r in enumerate(enriched_rows(255, "slow"))
     ]
     wanted = {r.impression_id for r in rows}
 
@@ -496,13 +500,13 @@ def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
         try:
             with producer(settings) as prod:
                 start = time.monotonic()
-                for i, row in enumerate(rows[5:]):  # 100 rows/s for 6 s
+                for i, row in enumerate(rows[5:]):  # 100 rows/s for 2.5 s
                     time.sleep(max(0.0, start + i / 100 - time.monotonic()))
                     prod.send(row.topic, key=row.key.encode(), value=row.to_bytes())
-                    if i % 50 == 0:
+                    if i % 25 == 0:
                         reported.append(_backlog(port) or 0.0)
                 prod.flush(timeout=30)
-            while time.monotonic() < start + 14:
+            while time.monotonic() < start + 6:
                 reported.append(_backlog(port) or 0.0)
                 in_status.append(status_backlog())
                 time.sleep(0.5)
@@ -510,14 +514,16 @@ def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
         finally:
             throttle.finish()
         released = time.monotonic()
-        _wait("the lag drained", lambda: _backlog(port) == 0 and len(labeled()) == 605, 120)
+        at_release = len(labeled())
+        _wait("the lag drained", lambda: _backlog(port) == 0 and len(labeled()) == 255, 120)
         peak_rss = next(
             line.split()[1]
             for line in Path(f"/proc/{labeler.pid}/status").read_text().splitlines()
             if line.startswith("VmHWM:")
         )
         print(
-            f"backlog samples {reported}; status backlog {in_status}; drained "
+            f"backlog samples {reported}; status backlog {in_status}; {at_release} of 255 "
+            f"labeled at release; drained "
             f"{time.monotonic() - released:.1f} s after release; labeler peak RSS {peak_rss} kB"
         )
     finally:
@@ -530,9 +536,13 @@ def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
         log.close()
     out = (tmp_path / "labeler.log").read_text()
     assert labeler.returncode == 0, out[-3000:]
-    # The stream outran the teacher: the lag grew and both reports said so.
-    assert max(reported) >= 150, f"lag samples {reported}"
-    assert max(in_status) >= 150, f"status backlog samples {in_status}"
+    # The stream outran the teacher (at least 150 rows behind when it was released), and
+    # the metric and the status file both reported a lag. On the embedded broker they show
+    # less than the truth: high watermarks come only from fetch responses, and a partition
+    # with fetched records still buffered is not fetched again (docs/labeling.md).
+    assert at_release <= 255 - 150, f"{at_release} of 255 labeled: the teacher kept up"
+    assert max(reported) >= 25, f"lag samples {reported}"
+    assert max(in_status) >= 25, f"status backlog samples {in_status}"
     # Nothing dropped, nothing written twice.
     counts = labeled()
     assert {k.decode() for k in counts} == wanted
