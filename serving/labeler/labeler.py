@@ -31,7 +31,7 @@ How each fault keeps that promise:
   file) grows, refreshed after every poll and once a second while waiting on the teacher.
   Memory is bounded whatever the lag: at most `labeler.batch_rows` records in hand (the
   poll's `max_poll_records`) plus kafka-python's one buffered fetch per partition (at most
-  `max_partition_fetch_bytes` each, `fetch_max_bytes` per broker), at most
+  `labeler.fetch_partition_bytes` each, `fetch_max_bytes` per broker), at most
   `labeler.score_chunk_rows` pairs per teacher call and `labeler.max_in_flight` requests of
   `labeler.request_rows` pairs on the wire. Nothing is dropped: rows not yet labeled are
   simply not committed. When the teacher speeds up (or another labeler joins the group and
@@ -352,7 +352,12 @@ class Labeler:
     def _subscribe(self) -> KafkaConsumer:
         self.membership = _Membership()
         made = self._connect(
-            lambda: consumer(self.settings, self.cfg.group_id, max_poll_records=self.cfg.batch_rows)
+            lambda: consumer(
+                self.settings,
+                self.cfg.group_id,
+                max_poll_records=self.cfg.batch_rows,
+                max_partition_fetch_bytes=self.cfg.fetch_partition_bytes,
+            )
         )
         made.subscribe([SOURCE_TOPIC], listener=self.membership)
         self.membership.consumer = made
