@@ -31,7 +31,8 @@ How each fault keeps that promise:
   file) grows, refreshed after every poll and once a second while waiting on the teacher.
   Memory is bounded whatever the lag: at most `labeler.batch_rows` records in hand (the
   poll's `max_poll_records`) plus kafka-python's one buffered fetch per partition (at most
-  `labeler.fetch_partition_bytes` each, `fetch_max_bytes` per broker), at most
+  `labeler.fetch_partition_bytes` each on Kafka; the embedded Tansu broker can return
+  more), at most
   `labeler.score_chunk_rows` pairs per teacher call and `labeler.max_in_flight` requests of
   `labeler.request_rows` pairs on the wire. Nothing is dropped: rows not yet labeled are
   simply not committed. When the teacher speeds up (or another labeler joins the group and
