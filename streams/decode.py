@@ -285,8 +285,8 @@ class Decoder(Generic[E]):
     def decode_rows(
         self,
         values: Sequence[bytes | None],
-        partitions: Sequence[int],
-        offsets: Sequence[int],
+        partitions: Sequence[int] | np.ndarray,
+        offsets: Sequence[int] | np.ndarray,
         keys: Sequence[bytes | None],
     ) -> DecodedRows:
         """Decode many records at once: the same rows and dead letters as `decode_bytes`

@@ -45,7 +45,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -83,7 +83,7 @@ _EMPTY = np.empty(0, dtype=f"S{DIGEST_BYTES}")
 _NULL = b"\xff"  # never valid UTF-8, so no string encodes to it
 
 # A batch to check or remember: events, or Arrow rows with the model's columns.
-Rows = Sequence[Event] | pa.Table | pa.RecordBatch
+Rows: TypeAlias = Sequence[Event] | pa.Table | pa.RecordBatch
 
 
 def _micros(value: datetime) -> int:
@@ -324,9 +324,9 @@ class KeyIndex:
         if not len(events):
             return []
         self.refresh(table)
-        keys, days = keys or self.keys_and_days(events)
-        dup = self._batch_duplicates(keys, days)
-        self._check_table(table, keys, days, dup)
+        digest, days = keys if keys is not None else self.keys_and_days(events)
+        dup = self._batch_duplicates(digest, days)
+        self._check_table(table, digest, days, dup)
         return np.flatnonzero(~dup).tolist()
 
     def remember(
@@ -346,11 +346,11 @@ class KeyIndex:
         """
         if not len(events):
             return
-        keys, days = keys or self.keys_and_days(events)
+        digest, days = keys if keys is not None else self.keys_and_days(events)
         for day in np.unique(days).tolist():
             if day in self._days:
                 before = self._days[day].nbytes
-                self._days[day].add(keys[days == day])
+                self._days[day].add(digest[days == day])
                 self._bytes += self._days[day].nbytes - before
         snapshot = table.current_snapshot() if table is not None else None
         if snapshot is not None and self._synced and snapshot.parent_snapshot_id == self._seen:

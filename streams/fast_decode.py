@@ -411,7 +411,9 @@ class FastDecoder:
         odd = [not value or len(value) > limit for value in values]
         strict = [i for i, o in enumerate(odd) if o] if any(odd) else []
         taken = [i for i, o in enumerate(odd) if not o] if strict else list(range(len(values)))
-        good = [values[i] for i in taken] if strict else values
+        # The rest are non-empty bytes.
+        plain = typing.cast(Sequence[bytes], values)
+        good = [plain[i] for i in taken] if strict else plain
         # Every field known: msgspec has read (and UTF-8-checked) every byte of them.
         structs = _decode_all(self.exact, good)
         if structs is not None:
@@ -420,11 +422,11 @@ class FastDecoder:
         unread = self._unread_risk(good)
         strict += [taken[j] for j in np.flatnonzero(unread).tolist()]
         taken = [taken[j] for j in np.flatnonzero(~unread).tolist()]
-        structs = _decode_all(self.lenient, [values[i] for i in taken])
+        structs = _decode_all(self.lenient, [plain[i] for i in taken])
         if structs is None:  # one at a time
             structs, kept = [], []
             for i in taken:
-                struct = _decode_one(self.lenient, values[i])
+                struct = _decode_one(self.lenient, plain[i])
                 if struct is None:
                     strict.append(i)
                 else:
