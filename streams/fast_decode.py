@@ -348,11 +348,13 @@ class FastDecoder:
 
     def __init__(self, model: type[Event], schema: pa.Schema, max_text_bytes: int) -> None:
         self.model = model
-        self.fields = model_fields(model)
-        self.names = [f.name for f in self.fields]
-        missing = [n for n in self.names if n not in schema.names]
+        fields = {f.name: f for f in model_fields(model)}
+        missing = [n for n in fields if n not in schema.names]
         if missing:
             raise Unsupported(f"{model.__name__}: table has no column {missing}")
+        # Columns in the table's order, as `arrow_rows.model_columns` builds them.
+        self.fields = [fields[f.name] for f in schema if f.name in fields]
+        self.names = [f.name for f in self.fields]
         self.schema = pa.schema([schema.field(n) for n in self.names])
         for f in self.fields:
             narrow = f.kind == "int" and self.schema.field(f.name).type == pa.int32()

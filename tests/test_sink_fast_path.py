@@ -365,6 +365,18 @@ def test_the_fast_decoder_mirrors_the_models_and_refuses_what_it_cannot() -> Non
     assert got.rows.column("query").to_pylist()[FAST_MIN_RECORDS] == "loud"
 
 
+def test_a_table_whose_columns_are_in_another_order_gets_its_own_order() -> None:
+    schema = _schema("impressions")
+    shuffled = pa.schema(list(reversed(list(schema))))
+    decoder: Decoder[Any] = Decoder("impressions", DecodeSettings(), "t", clock=lambda: NOW)
+    decoder.use_columns(shuffled)
+    values = _padded([_with(GOOD, position="2")], _with(GOOD))  # one strict, the rest fast
+    n = len(values)
+    got = decoder.decode_rows(values, [0] * n, list(range(n)), [None] * n)
+    names = [f.name for f in shuffled if not f.name.startswith("_")]
+    assert got.rows.schema.names == names and got.rows.num_rows == n - 1
+
+
 def test_reasons_cover_every_kind_of_refusal_of_the_decode_step() -> None:
     """The comparisons above include every reason the shared decode step gives (late
     events are Flink's, scoring failures the labeler's)."""
