@@ -297,10 +297,14 @@ class TritonSettings(BaseModel):
     # Written into config.pbtxt by `teacher export`: dynamic batching and instances.
     max_batch_size: int = 64
     max_queue_delay_us: int = 5000
-    cpu_instances: int = 1
+    # Two single-threaded CPU instances, one per core: the int8 teacher runs pair by pair
+    # (small ops that a second intra-op thread does not speed up), so one instance with
+    # two threads used 0.85 cores for 58 pairs/s, two instances 1.5-1.7 cores for 132-139
+    # (docs/benchmarks.md, teacher runtimes).
+    cpu_instances: int = 2
     gpu_instances: int = 1
     # Intra-op threads per model instance (torch's and onnxruntime's); 0: one per core.
-    model_threads: int = 0
+    model_threads: int = 1
     # CPU instances' inference runtime: "onnx" (onnxruntime, graphs exported from the
     # teacher's weights by `teacher export`) or "torch" (eager PyTorch). GPU: always torch.
     runtime: Literal["torch", "onnx"] = "onnx"
