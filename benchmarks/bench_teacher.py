@@ -129,7 +129,15 @@ def serve(
     model: Path, work: Path, runtime: str, quantize: str, threads: int, device: str = "cpu"
 ) -> tuple[Settings, object]:
     repo = work / f"repo-{runtime}-{quantize}"
-    options = ExportOptions(runtime=runtime, quantize=quantize, model_threads=threads)
+    configured = Settings().triton  # instances, threads and batching as configured
+    options = ExportOptions(
+        runtime=runtime,
+        quantize=quantize,
+        model_threads=threads if threads >= 0 else configured.model_threads,
+        cpu_instances=configured.cpu_instances,
+        max_batch_size=configured.max_batch_size,
+        max_queue_delay_us=configured.max_queue_delay_us,
+    )
     export_teacher(model, repo, 1, options)
     settings = Settings(
         state_dir=work / f"state-{runtime}-{quantize}",
@@ -186,7 +194,13 @@ def main() -> None:
         help="the earlier run: eager torch fp32 and int8, in-process and through Triton",
     )
     parser.add_argument("--skip-in-process", action="store_true", help="Triton rows only")
-    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=-1,
+        help="intra-op threads (0: one per core; default: triton.model_threads for Triton, "
+        "torch's/onnxruntime's own default in-process)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (GPU config in Triton)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -197,7 +211,7 @@ def main() -> None:
 
     import torch
 
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     pairs = load_pairs(args.data, args.columns)
     pool = PairPool(pairs.queries, pairs.pin_texts)
@@ -212,7 +226,7 @@ def main() -> None:
             device=device,
             quantize=quantize,
             runtime=runtime,
-            threads=args.threads,
+            threads=max(args.threads, 0),
         )
         results[f"in-process, {_name(runtime, quantize)}, batch {args.batch}"] = in_process(
             teacher, pool, args.pairs, args.batch
