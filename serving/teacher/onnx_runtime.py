@@ -7,12 +7,12 @@ has none. Nothing is downloaded. Each graph has dynamic batch and sequence axes,
 length-sorted batches of `encoders.py` are padded per batch exactly as with torch.
 
 - fp32: the traced graph, fused by onnxruntime's transformer optimizer (bias + GELU, skip
-  + LayerNorm); agrees with eager torch to ~1e-5 (tests/test_teacher_onnx.py).
+  + LayerNorm); agrees with eager torch to ~1e-5 (tests/test_teacher_serving.py).
 - int8: the fp32 graph with every weight MatMul quantized dynamically (weights int8 per
-  output channel, activations uint8 per batch; the attention's activation x activation
-  products stay fp32). Labels can move, so its quality is measured by cross-validation
-  with the int8 graphs scoring the held-out rows (`teacher eval --cv 3 --runtime onnx
-  --quantize int8`; docs/teacher.md has the figures).
+  output channel, activations uint8 scaled by each input's own range; the attention's
+  activation x activation products stay fp32). Labels can move, so its quality is
+  measured by cross-validation with the int8 graphs scoring the held-out rows
+  (`teacher eval --cv 3 --runtime onnx --quantize int8`; docs/teacher.md has the figures).
 
 int8 graphs run one row at a time, unpadded: dynamic quantization scales activations by the
 range of the whole input tensor, so in a batch one pair's probabilities would move (by up
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -35,8 +36,6 @@ from pathlib import Path
 import numpy as np
 
 from serving.teacher.encoders import BiEncoder, CrossEncoder, load_tokenizer
-
-log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnx")
 QUANTIZE_MODES = ("none", "int8")
@@ -224,6 +223,9 @@ def export_onnx(
                 if quantize == "int8":
                     _quantize(final, work / "int8.onnx")
                     final = work / "int8.onnx"
+                elif final.parent != work:  # an fp32 graph of the source: copy, never move
+                    shutil.copy2(final, work / "fp32.onnx")
+                    final = work / "fp32.onnx"
             except Exception as exc:
                 raise OnnxExportError(
                     f"exporting {teacher_dir / part} to ONNX ({quantize}) failed: {exc}; "
