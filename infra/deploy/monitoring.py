@@ -188,13 +188,14 @@ def alert_rules(settings: Settings) -> list[dict[str, Any]]:
         rule(
             "FreshlabelTeacherLatency",
             "histogram_quantile(0.95, sum by (le) "
-            f"(rate(freshlabel_teacher_batch_seconds_bucket[{window}]))) > "
+            f'(rate(freshlabel_teacher_batch_seconds_bucket{{traffic="live"}}[{window}]))) > '
             f"{_number(m.teacher_latency_p95_s)}",
             m.for_s,
             "warning",
-            "labeler: p95 teacher batch call {{ $value | humanizeDuration }}",
-            "Teacher calls are slow: Triton is saturated (queue time) or runs on fewer GPUs "
-            "than the load needs.",
+            "labeler: p95 live teacher batch call {{ $value | humanizeDuration }}",
+            "Live teacher calls are slow: Triton is saturated (queue time) or runs on fewer "
+            "GPUs than the load needs (a backfill's own calls wait behind live ones by design "
+            "and do not count here).",
         ),
         rule(
             "FreshlabelSinkCommitFailures",
@@ -437,14 +438,14 @@ def grafana_dashboard(settings: Settings) -> dict[str, Any]:
             "Teacher batch latency",
             [
                 (
-                    "histogram_quantile(0.95, sum by (le) "
+                    "histogram_quantile(0.95, sum by (le, traffic) "
                     f"(rate(freshlabel_teacher_batch_seconds_bucket[{w}])))",
-                    "p95",
+                    "{{traffic}} p95",
                 ),
                 (
-                    "histogram_quantile(0.5, sum by (le) "
+                    "histogram_quantile(0.5, sum by (le, traffic) "
                     f"(rate(freshlabel_teacher_batch_seconds_bucket[{w}])))",
-                    "p50",
+                    "{{traffic}} p50",
                 ),
             ],
             "s",
