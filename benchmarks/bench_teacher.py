@@ -1,7 +1,8 @@
 """Teacher throughput: eager torch, the ONNX runtime, and the ONNX runtime through Triton.
 
     .venv/bin/python -m benchmarks.bench_teacher --model .freshlabel/teachers/crowdflower
-    .venv/bin/python -m benchmarks.bench_teacher --model DIR --device cuda   # on a GPU host
+    .venv/bin/python -m benchmarks.bench_teacher --model DIR --device cuda \
+        --precision fp32,fp16 --concurrency 1,16,64,256       # on a GPU host (gpu_check.sh)
 
 Measures in one run, on pairs drawn from the same data and machine:
 - in-process `Teacher.predict` in batches of 64 (pairs/s, per-batch p50/p99) for each
@@ -22,6 +23,7 @@ Triton rows; the client's own CPU is not counted. CPU time is what sizes CPU ser
 moves much less with the machine's load than pairs/s does (the load average is recorded).
 `--device cuda` runs the in-process torch teacher on the GPU and Triton with the `gpu` model
 config (KIND_GPU, eager torch; `teacher export` writes it); pairs/s is then the GPU's capacity.
+There every path is eager torch, once per `--precision` (`triton.gpu_precision` when served).
 """
 
 from __future__ import annotations
@@ -126,9 +128,15 @@ async def through_triton(
 
 
 def serve(
-    model: Path, work: Path, runtime: str, quantize: str, threads: int, device: str = "cpu"
+    model: Path,
+    work: Path,
+    runtime: str,
+    quantize: str,
+    threads: int,
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> tuple[Settings, object]:
-    repo = work / f"repo-{runtime}-{quantize}"
+    repo = work / f"repo-{runtime}-{quantize}-{precision}"
     configured = Settings().triton  # instances, threads and batching as configured
     options = ExportOptions(
         runtime=runtime,
@@ -137,10 +145,11 @@ def serve(
         cpu_instances=configured.cpu_instances,
         max_batch_size=configured.max_batch_size,
         max_queue_delay_us=configured.max_queue_delay_us,
+        gpu_precision=precision,
     )
     export_teacher(model, repo, 1, options)
     settings = Settings(
-        state_dir=work / f"state-{runtime}-{quantize}",
+        state_dir=work / f"state-{runtime}-{quantize}-{precision}",
         triton={
             "repository": repo,
             "http_port": free_port(),
@@ -154,18 +163,20 @@ def serve(
     return settings, record
 
 
-def _paths(text: str) -> list[tuple[str, str]]:
-    """ "torch/none,onnx/int8" -> [("torch", "none"), ("onnx", "int8")]."""
+def _paths(text: str) -> list[tuple[str, str, str]]:
+    """ "torch/none,onnx/int8,torch/none@fp16" -> [("torch", "none", "fp32"),
+    ("onnx", "int8", "fp32"), ("torch", "none", "fp16")]."""
     out = []
     for item in filter(None, text.split(",")):
+        item, _, precision = item.partition("@")
         runtime, _, quantize = item.partition("/")
-        out.append((runtime, quantize or "none"))
+        out.append((runtime, quantize or "none", precision or "fp32"))
     return out
 
 
-def _name(runtime: str, quantize: str) -> str:
+def _name(runtime: str, quantize: str, precision: str = "fp32") -> str:
     kind = {"torch": "eager torch", "onnx": "ONNX Runtime"}.get(runtime, runtime)
-    return f"{kind} {'fp32' if quantize == 'none' else quantize}"
+    return f"{kind} {precision if quantize == 'none' else quantize}"
 
 
 def main() -> None:
@@ -202,6 +213,11 @@ def main() -> None:
         "torch's/onnxruntime's own default in-process)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (GPU config in Triton)")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        help="with --device cuda: float precisions of the torch paths, e.g. fp32,fp16",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.quantize:
@@ -218,7 +234,12 @@ def main() -> None:
     manifest = TeacherManifest.model_validate_json((args.model / MANIFEST).read_text())
     results: dict[str, dict] = {}
     load_before = machine_load()
-    for runtime, quantize in _paths(args.in_process):
+    precisions = args.precision.split(",") if args.device != "cpu" else ["fp32"]
+    on_gpu = args.device != "cpu"
+    if on_gpu:  # GPU instances run torch whatever the CPU runtime is
+        args.in_process = args.in_process and ",".join(f"torch/none@{p}" for p in precisions)
+        args.triton = args.triton and ",".join(f"torch/none@{p}" for p in precisions)
+    for runtime, quantize, precision in _paths(args.in_process):
         device = args.device if runtime == "torch" else "cpu"
         teacher = Teacher.load(
             args.model,
@@ -227,19 +248,22 @@ def main() -> None:
             quantize=quantize,
             runtime=runtime,
             threads=max(args.threads, 0),
+            precision=precision,
         )
-        results[f"in-process, {_name(runtime, quantize)}, batch {args.batch}"] = in_process(
+        name = _name(runtime, quantize, precision)
+        results[f"in-process, {name}, batch {args.batch}"] = in_process(
             teacher, pool, args.pairs, args.batch
         )
         del teacher
     with tempfile.TemporaryDirectory() as tmp:
-        for runtime, quantize in _paths(args.triton):
+        for runtime, quantize, precision in _paths(args.triton):
             settings, record = serve(
-                args.model, Path(tmp), runtime, quantize, args.threads, args.device
+                args.model, Path(tmp), runtime, quantize, args.threads, args.device, precision
             )
             try:
                 for c in (int(x) for x in args.concurrency.split(",")):
-                    results[f"Triton, {_name(runtime, quantize)}, concurrency {c}"] = asyncio.run(
+                    name = f"Triton, {_name(runtime, quantize, precision)}, concurrency {c}"
+                    results[name] = asyncio.run(
                         through_triton(settings, pool, args.pairs, c, record.pid)
                     )
             finally:

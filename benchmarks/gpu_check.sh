@@ -28,6 +28,8 @@ PY="$VENV/bin/python"
 DATA=${FRESHLABEL_TEACHER_DATA:-../shared/data/crowdflower/train.parquet}
 MODEL=${GPU_CHECK_MODEL:-.freshlabel/teachers/crowdflower}
 PAIRS=${GPU_CHECK_PAIRS:-4096}
+OUT_DIR=${GPU_CHECK_OUT:-.freshlabel}
+mkdir -p "$OUT_DIR"
 TORCH_VERSION=$(grep -E '^torch==' requirements/platform.lock | cut -d= -f3)
 ORT_VERSION=$(grep -E '^onnxruntime==' requirements/platform.lock | cut -d= -f3 || true)
 started=$(date +%s)
@@ -74,7 +76,7 @@ echo "teacher: $MODEL"
 
 step "4/5 + 5/5 Triton (gpu config) fp32 and fp16, then the CPU figure on this host"
 "$PY" -m benchmarks.bench_teacher --model "$MODEL" --data "$DATA" --pairs "$PAIRS" \
-    --device cuda --precision fp32,fp16 --concurrency 1,16,64,256 --json gpu_check.json
+    --device cuda --precision fp32,fp16 --concurrency 1,16,64,256 --json "$OUT_DIR/gpu_check.json"
 "$PY" -m benchmarks.bench_teacher --model "$MODEL" --data "$DATA" --pairs 512 \
-    --device cpu --concurrency 64 --skip-in-process --json gpu_check_cpu.json
-step "done: paste both tables into docs/benchmarks.md (GPU model above)"
+    --device cpu --concurrency 64 --skip-in-process --json "$OUT_DIR/gpu_check_cpu.json"
+step "done: paste both tables into docs/benchmarks.md (GPU model above); JSON in $OUT_DIR"

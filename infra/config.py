@@ -312,6 +312,9 @@ class TritonSettings(BaseModel):
     # int8 is the default: with the onnx runtime its 3-fold CV is within 0.003 of fp32 in
     # nDCG@10 / QWK (docs/teacher.md) at twice the speed (docs/benchmarks.md).
     quantize: Literal["none", "int8"] = "int8"
+    # GPU instances' precision ("fp16": half the memory traffic; measure it with
+    # benchmarks/gpu_check.sh before choosing it, as int8 was measured on CPU).
+    gpu_precision: Literal["fp32", "fp16"] = "fp32"
     # Seconds between scans of the repository for new versions (a roll without restart:
     # export version N+1 and Triton swaps it in); 0 loads the repository once at start.
     repository_poll_s: int = 0

@@ -251,6 +251,7 @@ def prepare_repository(settings: Settings) -> None:
             teacher_batch_size=settings.teacher.infer_batch_size,
             runtime=t.runtime,
             quantize=t.quantize,
+            gpu_precision=t.gpu_precision,
         ),
     )
 

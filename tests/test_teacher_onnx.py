@@ -113,3 +113,14 @@ def test_unknown_runtime_or_quantization_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="quantize must be one of none, int8"):
         onnx_file(tmp_path, "cross_encoder", "int4")
     assert onnx_file(tmp_path, "bi_encoder", "int8") == tmp_path / "onnx/bi_encoder.int8.onnx"
+
+
+def test_fp16_is_refused_off_a_gpu(tmp_path) -> None:
+    from serving.teacher.model import MANIFEST, Teacher
+
+    (tmp_path / MANIFEST).write_text("{}")  # refused before the manifest is read
+    for runtime, device in (("torch", "cpu"), ("onnx", "cuda:0")):
+        with pytest.raises(ValueError, match="precision 'fp16' needs runtime 'torch' on a CUDA"):
+            Teacher.load(tmp_path, device=device, runtime=runtime, precision="fp16")
+    with pytest.raises(ValueError, match="precision must be one of fp32, fp16"):
+        Teacher.load(tmp_path, precision="bf16")

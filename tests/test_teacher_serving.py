@@ -80,7 +80,9 @@ def test_export_writes_cpu_and_gpu_configs_with_teacher_metadata(
     tiny_teacher: Path, tmp_path: Path
 ) -> None:
     export_teacher(tiny_teacher, tmp_path, 1, ExportOptions(max_queue_delay_us=2000))
-    target = export_teacher(tiny_teacher, tmp_path, 2, ExportOptions(max_queue_delay_us=2000))
+    target = export_teacher(
+        tiny_teacher, tmp_path, 2, ExportOptions(max_queue_delay_us=2000, gpu_precision="fp16")
+    )
     model = tmp_path / "teacher"
     cpu = (model / "config.pbtxt").read_text()
     gpu = (model / "configs" / "gpu.pbtxt").read_text()
@@ -93,6 +95,7 @@ def test_export_writes_cpu_and_gpu_configs_with_teacher_metadata(
     assert (target / "model.py").is_file() and (target / "teacher" / "manifest.json").is_file()
     assert (target / "lib" / "serving" / "teacher" / "text.py").is_file()
     assert 'key: "runtime" value { string_value: "torch" }' in cpu
+    assert 'key: "gpu_precision" value { string_value: "fp16" }' in gpu
     assert not (target / "teacher" / "onnx").exists()  # torch serves from the weights
     with pytest.raises(ValueError, match="positive integer"):
         export_teacher(tiny_teacher, tmp_path, 0, ExportOptions())

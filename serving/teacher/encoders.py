@@ -226,7 +226,7 @@ class BiEncoder:
         device = self.model.device
         input_ids = torch.from_numpy(inputs["input_ids"]).to(device)
         mask = torch.from_numpy(inputs["attention_mask"]).to(device)
-        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
         summed = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
         return torch.nn.functional.normalize(summed, dim=-1).float().cpu().numpy()
 

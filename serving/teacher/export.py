@@ -65,6 +65,8 @@ class ExportOptions(BaseModel):
     # "int8": CPU instances run both encoders with int8 dynamic quantization (onnx: int8
     # graphs; torch: quantize_dynamic at load). GPU instances ignore it.
     quantize: Literal["none", "int8"] = "none"
+    # GPU instances' float precision (torch): "fp16" halves their memory traffic.
+    gpu_precision: Literal["fp32", "fp16"] = "fp32"
     # Triton's dynamic batcher serves priority 1 (live labeling) before 2 (backfill and
     # other bulk callers); a request that names no priority gets the default, bulk.
     priority_levels: int = 2
@@ -152,6 +154,7 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
         "teacher_batch_size": str(options.teacher_batch_size),
         "quantize": options.quantize,
         "runtime": options.runtime,
+        "gpu_precision": options.gpu_precision,
     }
     for n, m in existing.items():
         parameters[f"teacher_version.{n}"] = m.version

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from serving.teacher.encoders import BiEncoder, CrossEncoder
 from serving.teacher.lexical import LEXICAL_FEATURES, Bm25Stats, lexical_matrix
 from serving.teacher.onnx_runtime import (
+    PRECISIONS,
     QUANTIZE_MODES,
     RUNTIMES,
     OnnxBiEncoder,
@@ -120,6 +121,7 @@ class Teacher:
         runtime: str = "torch",
         threads: int = 0,
         embed_cache_items: int = EMBED_CACHE_ITEMS,
+        precision: str = "fp32",
     ) -> Teacher:
         """Load a teacher directory for inference.
 
@@ -134,13 +136,16 @@ class Teacher:
             threads: intra-op threads of the ONNX sessions (0: one per core); torch's are
                 process-wide (`torch.set_num_threads`).
             embed_cache_items: bi-encoder embeddings kept by text (LRU; 0: none).
+            precision: "fp32", or "fp16" for the torch encoders on a CUDA device (half
+                the memory traffic; labels may differ from fp32 like int8's do on CPU).
 
         Returns:
             The teacher.
 
         Raises:
             FileNotFoundError: `path` is not a teacher directory.
-            ValueError: unknown `quantize` or `runtime`, or onnx with a non-CPU device.
+            ValueError: unknown `quantize`, `runtime` or `precision`, onnx with a non-CPU
+                device, or fp16 anywhere but torch on CUDA.
         """
         path = Path(path)
         if not (path / MANIFEST).is_file():
@@ -150,6 +155,12 @@ class Teacher:
             )
         check_choice("quantize", quantize, QUANTIZE_MODES)
         check_choice("runtime", runtime, RUNTIMES)
+        check_choice("precision", precision, PRECISIONS)
+        if precision == "fp16" and (runtime != "torch" or not device.startswith("cuda")):
+            raise ValueError(
+                f"precision 'fp16' needs runtime 'torch' on a CUDA device, not {runtime!r} on "
+                f"{device!r}; on CPU use quantize 'int8' instead"
+            )
         manifest = TeacherManifest.model_validate_json((path / MANIFEST).read_text())
         cross_encoder: CrossEncoder
         bi: BiEncoder | None = None
@@ -171,6 +182,10 @@ class Teacher:
             if manifest.uses_bi_encoder:
                 bi = BiEncoder.load(path / "bi_encoder", manifest.max_length, embed_cache_items)
                 bi.model.to(device)
+            if precision == "fp16":
+                cross_encoder.model.half()
+                if bi is not None:
+                    bi.model.half()
             if quantize == "int8":
                 cross_encoder.model = quantize_int8(cross_encoder.model)
                 if bi is not None:

@@ -39,6 +39,8 @@ from serving.teacher.encoders import BiEncoder, CrossEncoder, load_tokenizer
 
 RUNTIMES = ("torch", "onnx")
 QUANTIZE_MODES = ("none", "int8")
+# Float precision of the torch encoders on a GPU (fp16 halves memory and time there).
+PRECISIONS = ("fp32", "fp16")
 ONNX_DIR = "onnx"
 # The teacher's parts that run as ONNX graphs (each a folder of the teacher directory).
 ONNX_PARTS = ("cross_encoder", "bi_encoder")

@@ -49,10 +49,11 @@ class TritonPythonModel:
         if args.get("model_instance_kind") == "GPU":
             device = f"cuda:{args['model_instance_device_id']}"
         batch_size = int(_parameter(config, "teacher_batch_size", "64"))
-        # GPU instances run eager torch in fp32 (onnxruntime here is the CPU build).
+        # GPU instances run eager torch at `gpu_precision` (onnxruntime here is the CPU build).
         on_cpu = device == "cpu"
         quantize = _parameter(config, "quantize", "none") if on_cpu else "none"
         runtime = _parameter(config, "runtime", "torch") if on_cpu else "torch"
+        precision = "fp32" if on_cpu else _parameter(config, "gpu_precision", "fp32")
         self.teacher = Teacher.load(
             HERE / "teacher",
             batch_size=batch_size,
@@ -60,6 +61,7 @@ class TritonPythonModel:
             quantize=quantize,
             runtime=runtime,
             threads=threads,
+            precision=precision,
         )
         self.scale = self.teacher.scale
 
