@@ -413,7 +413,7 @@ class Throttle(threading.Thread):
     process group of the server this module's stack started (the server and the Python
     backend stubs it spawned, which do the scoring), never any other process."""
 
-    def __init__(self, pid: int, run_s: float = 0.05, stopped_s: float = 0.45) -> None:
+    def __init__(self, pid: int, run_s: float = 0.025, stopped_s: float = 0.475) -> None:
         super().__init__(name="triton-throttle", daemon=True)
         assert os.getpgid(pid) == pid, "Triton was not started as its own process group"
         self.group, self.run_s, self.stopped_s = pid, run_s, stopped_s
@@ -452,7 +452,7 @@ def _backlog(port: int) -> float | None:
 def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
     world: World, tmp_path: Path
 ) -> None:
-    """Backpressure, not collapse: with Triton throttled to a tenth of its time the stream
+    """Backpressure, not collapse: with Triton throttled to a twentieth of its time the stream
     outruns the teacher, the lag grows and is reported (metric and status file); released,
     the teacher catches up, the lag drains to 0 and every row is labeled exactly once."""
     from infra.worker_status import read_statuses
@@ -511,10 +511,12 @@ def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
                 in_status.append(status_backlog())
                 time.sleep(0.5)
             assert labeler.poll() is None, "the labeler died while the teacher was slow"
+            # Counted while still throttled: once released, the teacher labels a hundred
+            # rows in the time one read of the labels topic takes.
+            at_release = len(labeled())
         finally:
             throttle.finish()
         released = time.monotonic()
-        at_release = len(labeled())
         _wait("the lag drained", lambda: _backlog(port) == 0 and len(labeled()) == 255, 120)
         peak_rss = next(
             line.split()[1]
