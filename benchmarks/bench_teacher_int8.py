@@ -53,18 +53,7 @@ def main() -> None:
     runtimes = [tuple(x.split("/")) for x in args.runtimes.split(",")]
 
     settings = Settings()
-    t = settings.teacher
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        max_length=t.max_length,
-        val_fraction=t.val_fraction,
-        patience=t.patience,
-        seed=t.seed,
-        trainable_layers=t.trainable_layers,
-        infer_batch_size=t.infer_batch_size,
-    )
+    config = TrainConfig.from_settings(settings.teacher, epochs=args.epochs)
     pairs = load_pairs(args.data, args.columns)
     n = len(pairs.frame)
     pooled = {

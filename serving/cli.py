@@ -20,18 +20,7 @@ def _progress(message: str) -> None:
 def _train_config(args: argparse.Namespace, settings: Settings, base: dict[str, Any] | None = None):
     from serving.teacher.train import TrainConfig
 
-    t = settings.teacher
-    values: dict[str, Any] = {
-        "epochs": t.epochs,
-        "batch_size": t.batch_size,
-        "learning_rate": t.learning_rate,
-        "max_length": t.max_length,
-        "val_fraction": t.val_fraction,
-        "patience": t.patience,
-        "seed": t.seed,
-        "trainable_layers": t.trainable_layers,
-        "infer_batch_size": t.infer_batch_size,
-    }
+    values: dict[str, Any] = TrainConfig.from_settings(settings.teacher).model_dump()
     if base:  # the recipe a trained teacher recorded
         values.update({k: v for k, v in base.items() if k in TrainConfig.model_fields})
     for flag in (

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ from serving.teacher.model import (
     feature_names,
 )
 from serving.teacher.stacker import apply_thresholds, expected_grade, fit_stacker, fit_thresholds
+
+if TYPE_CHECKING:
+    from infra.config import TeacherSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,34 @@ class TrainConfig(BaseModel):
     # Small runs for tests and quick teachers: stop after this many optimizer steps.
     max_steps: int | None = None
     infer_batch_size: int = 64
+
+    @classmethod
+    def from_settings(cls, teacher: TeacherSettings, **overrides: Any) -> TrainConfig:
+        """The training recipe of `teacher` (settings.teacher), with `overrides` on top.
+
+        Args:
+            teacher: the teacher settings (epochs, batch size, learning rate, ...).
+            **overrides: TrainConfig fields that replace the settings' values.
+
+        Returns:
+            The config.
+        """
+        values: dict[str, Any] = {name: getattr(teacher, name) for name in SETTINGS_FIELDS}
+        return cls(**{**values, **overrides})
+
+
+# The TrainConfig fields that `settings.teacher` sets.
+SETTINGS_FIELDS = (
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "max_length",
+    "val_fraction",
+    "patience",
+    "seed",
+    "trainable_layers",
+    "infer_batch_size",
+)
 
 
 @dataclass
