@@ -137,15 +137,13 @@ def serve(
     precision: str = "fp32",
 ) -> tuple[Settings, object]:
     repo = work / f"repo-{runtime}-{quantize}-{precision}"
-    configured = Settings().triton  # instances, threads and batching as configured
-    options = ExportOptions(
+    # Instances, threads and batching as configured; this row's numerics.
+    options = ExportOptions.from_settings(
+        Settings(),
         runtime=runtime,
         quantize=quantize,
-        model_threads=threads if threads >= 0 else configured.model_threads,
-        cpu_instances=configured.cpu_instances,
-        max_batch_size=configured.max_batch_size,
-        max_queue_delay_us=configured.max_queue_delay_us,
         gpu_precision=precision,
+        **({"model_threads": threads} if threads >= 0 else {}),
     )
     export_teacher(model, repo, 1, options)
     settings = Settings(

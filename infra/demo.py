@@ -122,11 +122,17 @@ def run(settings: Settings) -> dict[str, Any]:
     finally:
         log("stopping the stack")
         stack.down(s)
+    from serving.teacher.export import ExportOptions, served_version
+
     manifest = json.loads((teacher_dir / "manifest.json").read_text())
     report["teacher"] = {
         "source": teacher_source,
         "dir": str(teacher_dir),
         "version": manifest.get("version"),
+        # What its labels carry: the runtime's numerics are part of it (int8: `+onnx-int8`).
+        "served_version": served_version(
+            str(manifest.get("version")), ExportOptions.from_settings(s), "KIND_CPU"
+        ),
         "scale": manifest.get("scale"),
     }
     report["seconds"] = round(time.monotonic() - started, 1)
@@ -399,7 +405,10 @@ def print_report(report: dict[str, Any]) -> None:
     line = "=" * 72
     print(f"\n{line}\nfreshlabel demo report\n{line}")
     t = report.get("teacher", {})
-    print(f"teacher              {t.get('version')} ({t.get('source')}, {t.get('scale')} levels)")
+    print(
+        f"teacher              {t.get('served_version')} ({t.get('source')}, "
+        f"{t.get('scale')} levels)"
+    )
     print(f"events produced      {report['events_produced']}")
     print(
         f"impressions          {report['impressions_generated']} generated -> "

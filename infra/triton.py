@@ -236,23 +236,8 @@ def prepare_repository(settings: Settings) -> None:
         return
     from serving.teacher.export import ExportOptions, export_teacher
 
-    t = settings.triton
     export_teacher(
-        Path(model_dir),
-        repository_path(settings),
-        1,
-        ExportOptions(
-            model_name=t.model_name,
-            max_batch_size=t.max_batch_size,
-            max_queue_delay_us=t.max_queue_delay_us,
-            cpu_instances=t.cpu_instances,
-            gpu_instances=t.gpu_instances,
-            model_threads=t.model_threads,
-            teacher_batch_size=settings.teacher.infer_batch_size,
-            runtime=t.runtime,
-            quantize=t.quantize,
-            gpu_precision=t.gpu_precision,
-        ),
+        Path(model_dir), repository_path(settings), 1, ExportOptions.from_settings(settings)
     )
 
 

@@ -133,17 +133,9 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
 def _export(args: argparse.Namespace, settings: Settings) -> int:
     from serving.teacher.export import ExportOptions, export_teacher
 
-    t = settings.triton
-    options = ExportOptions(
-        model_name=args.model_name or t.model_name,
-        max_batch_size=t.max_batch_size,
-        max_queue_delay_us=t.max_queue_delay_us,
-        cpu_instances=t.cpu_instances,
-        gpu_instances=t.gpu_instances,
-        model_threads=t.model_threads,
-        teacher_batch_size=settings.teacher.infer_batch_size,
-        runtime=args.runtime or t.runtime,
-        quantize=args.quantize or t.quantize,
+    chosen = {"model_name": args.model_name, "runtime": args.runtime, "quantize": args.quantize}
+    options = ExportOptions.from_settings(
+        settings, **{k: v for k, v in chosen.items() if v is not None}
     )
     target = export_teacher(Path(args.model), Path(args.repo), args.version, options)
     print(f"exported {args.model} as {options.model_name} version {args.version}: {target}")

@@ -49,7 +49,9 @@ def test_demo_runs_the_whole_platform_and_reports(settings: Settings) -> None:
     assert coverage["caption"] > 0.25 and coverage["top_queries"] > 0.1, coverage
     assert report["labels_rows"] == report["enriched_rows"]
     assert report["label_duplicates"] == 0 and report["unlabeled_impressions"] == 0
-    assert set(report["labels_by_version"]) == {report["teacher"]["version"]}
+    # The served teacher runs int8 ONNX by default: its labels carry that in their version.
+    assert report["teacher"]["served_version"] == report["teacher"]["version"] + "+onnx-int8"
+    assert set(report["labels_by_version"]) == {report["teacher"]["served_version"]}
     assert 0 < report["dedup_hit_rate"] < 1
     assert report["freshness_lag_p95_s"] is not None
     assert report["teacher_truth_agreement"]["pairs"] == report["labels_rows"]

@@ -17,7 +17,7 @@ from infra.config import Settings, TritonSettings
 from infra.process import free_port, stop
 from serving.client import TeacherClient, TeacherUnavailable, TeacherVersionMissing
 from serving.teacher.data import load_pairs
-from serving.teacher.export import ExportOptions, export_teacher
+from serving.teacher.export import ExportOptions, export_teacher, served_version
 from serving.teacher.model import Teacher
 from serving.teacher.onnx_runtime import export_onnx, onnx_file
 from serving.teacher.train import TrainConfig, train_teacher
@@ -97,8 +97,38 @@ def test_export_writes_cpu_and_gpu_configs_with_teacher_metadata(
     assert 'key: "runtime" value { string_value: "torch" }' in cpu
     assert 'key: "gpu_precision" value { string_value: "fp16" }' in gpu
     assert not (target / "teacher" / "onnx").exists()  # torch serves from the weights
+    # fp16 GPU instances change labels: their config names every version with `+fp16`;
+    # the fp32 CPU config keeps the trained name.
+    assert 'key: "teacher_version.1" value { string_value: "tiny-test" }' in cpu
+    assert 'key: "teacher_version.2" value { string_value: "tiny-test+fp16" }' in gpu
+    assert 'key: "teacher_version" value { string_value: "tiny-test+fp16" }' in gpu
     with pytest.raises(ValueError, match="positive integer"):
         export_teacher(tiny_teacher, tmp_path, 0, ExportOptions())
+
+
+@pytest.mark.parametrize(
+    ("options", "kind", "served"),
+    [
+        (ExportOptions(), "KIND_CPU", "t-1"),
+        (ExportOptions(runtime="onnx"), "KIND_CPU", "t-1"),
+        (ExportOptions(runtime="onnx", quantize="int8"), "KIND_CPU", "t-1+onnx-int8"),
+        (ExportOptions(quantize="int8"), "KIND_CPU", "t-1+torch-int8"),
+        (ExportOptions(runtime="onnx", quantize="int8"), "KIND_GPU", "t-1"),
+        (ExportOptions(gpu_precision="fp16"), "KIND_GPU", "t-1+fp16"),
+        (ExportOptions(gpu_precision="fp16"), "KIND_CPU", "t-1"),
+    ],
+)
+def test_served_version_names_the_numerics_that_change_labels(
+    options: ExportOptions, kind: str, served: str
+) -> None:
+    assert served_version("t-1", options, kind) == served
+
+
+def test_export_options_follow_the_settings_and_overrides() -> None:
+    settings = Settings(triton={"runtime": "onnx", "quantize": "int8", "gpu_precision": "fp16"})
+    options = ExportOptions.from_settings(settings, quantize="none")
+    assert (options.runtime, options.quantize, options.gpu_precision) == ("onnx", "none", "fp16")
+    assert options.teacher_batch_size == settings.teacher.infer_batch_size
 
 
 def test_served_probabilities_match_in_process_inference(
@@ -119,7 +149,8 @@ def test_served_probabilities_match_in_process_inference(
     np.testing.assert_allclose([r.score for r in served_labels], expected.score, atol=1e-5)
     assert [r.label for r in served_labels] == expected.label.tolist()
     assert {r.model_version for r in served_labels} == {"1"}
-    assert {r.teacher_version for r in served_labels} == {"tiny-test"}
+    # Served int8: the labels say so in their version.
+    assert {r.teacher_version for r in served_labels} == {"tiny-test+onnx-int8"}
     assert params["label_scale"] == "4"
 
 

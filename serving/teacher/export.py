@@ -13,7 +13,12 @@ Layout written (python backend; the repository is self-contained):
 Both configs carry parameters `teacher_version` / `label_scale` (newest version) and
 `teacher_version.<N>` / `label_scale.<N>` for every version in the repository: Triton's
 model metadata is per model, not per version, so clients map the served version number
-they get with each response to the teacher that produced it.
+they get with each response to the teacher that produced it. The version a config names
+is the *served* one (`served_version`): the trained teacher's, plus the numerics when they
+change labels (`+onnx-int8`, `+torch-int8` on CPU instances, `+fp16` on GPU instances):
+labels are kept one per impression and teacher version, so an int8-served teacher (3.8% of
+its labels differ from fp32's) must not share a version with its fp32 self. fp32 in either
+runtime, on either device, keeps the trained name (ONNX fp32 agrees with torch to ~1e-5).
 
 Atomic for a polling Triton: the version is staged under a hidden name and renamed into
 place, after the configs (replaced atomically) already name it, so Triton never loads a
@@ -28,12 +33,15 @@ import compileall
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
 from serving.teacher.model import MANIFEST, TeacherManifest
 from serving.teacher.onnx_runtime import ONNX_DIR, ONNX_PARTS, export_onnx, onnx_file
+
+if TYPE_CHECKING:
+    from infra.config import Settings
 
 TEACHER_CODE = Path(__file__).resolve().parent
 # Only what inference imports; training and evaluation stay out of the served snapshot.
@@ -71,6 +79,49 @@ class ExportOptions(BaseModel):
     # other bulk callers); a request that names no priority gets the default, bulk.
     priority_levels: int = 2
     default_priority_level: int = 2
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> ExportOptions:
+        """The export the platform serves: `settings.triton` (and the teacher's inference
+        batch), with `overrides` on top.
+
+        Args:
+            settings: the platform settings.
+            **overrides: ExportOptions fields that replace the settings' values.
+
+        Returns:
+            The options.
+        """
+        t = settings.triton
+        values: dict[str, Any] = {
+            "model_name": t.model_name,
+            "max_batch_size": t.max_batch_size,
+            "max_queue_delay_us": t.max_queue_delay_us,
+            "cpu_instances": t.cpu_instances,
+            "gpu_instances": t.gpu_instances,
+            "model_threads": t.model_threads,
+            "teacher_batch_size": settings.teacher.infer_batch_size,
+            "runtime": t.runtime,
+            "quantize": t.quantize,
+            "gpu_precision": t.gpu_precision,
+        }
+        return cls(**{**values, **overrides})
+
+
+def served_version(trained: str, options: ExportOptions, kind: str) -> str:
+    """The teacher version the labels of a `kind` ("KIND_CPU" / "KIND_GPU") instance carry.
+
+    Args:
+        trained: the trained teacher's version (its manifest).
+        options: the export's runtime, quantization and GPU precision.
+        kind: the instance kind of the config.
+
+    Returns:
+        `trained`, plus `+<runtime>-int8` (CPU, int8) or `+fp16` (GPU, fp16).
+    """
+    if kind == "KIND_GPU":
+        return f"{trained}+fp16" if options.gpu_precision == "fp16" else trained
+    return f"{trained}+{options.runtime}-int8" if options.quantize == "int8" else trained
 
 
 def _config(
@@ -148,7 +199,6 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
     existing[version] = manifest
     newest = max(existing)
     parameters = {
-        "teacher_version": existing[newest].version,
         "label_scale": str(existing[newest].scale),
         "torch_threads": str(options.model_threads),
         "teacher_batch_size": str(options.teacher_batch_size),
@@ -157,8 +207,14 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
         "gpu_precision": options.gpu_precision,
     }
     for n, m in existing.items():
-        parameters[f"teacher_version.{n}"] = m.version
         parameters[f"label_scale.{n}"] = str(m.scale)
+
+    def versions(kind: str) -> dict[str, str]:
+        served = {
+            f"teacher_version.{n}": served_version(m.version, options, kind)
+            for n, m in existing.items()
+        }
+        return {**parameters, **served, "teacher_version": served[f"teacher_version.{newest}"]}
 
     # Stage the whole version beside its final place, under a name Triton ignores (not a
     # number), so a polling Triton never sees a half-written version.
@@ -192,11 +248,11 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
     (model_dir / "configs").mkdir(exist_ok=True)
     _write_atomically(
         model_dir / "config.pbtxt",
-        _config(options, "KIND_CPU", options.cpu_instances, parameters, manifest.scale),
+        _config(options, "KIND_CPU", options.cpu_instances, versions("KIND_CPU"), manifest.scale),
     )
     _write_atomically(
         model_dir / "configs" / "gpu.pbtxt",
-        _config(options, "KIND_GPU", options.gpu_instances, parameters, manifest.scale),
+        _config(options, "KIND_GPU", options.gpu_instances, versions("KIND_GPU"), manifest.scale),
     )
     # Then the version, by rename: Triton sees no version N or the whole of it.
     retired = model_dir / f".{version}.retired-{os.getpid()}"
