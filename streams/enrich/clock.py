@@ -63,11 +63,10 @@ def mark_value(topic: str, tick: datetime) -> bytes:
     return json.dumps({field: f"{tick.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"}).encode()
 
 
-def send_marks(settings: Settings, tick: datetime) -> int:
-    """Write a clock mark at `tick` into every partition of every topic the job reads;
-    returns how many were written (all acknowledged)."""
+def send_marks(settings: Settings, tick: datetime) -> None:
+    """Write a clock mark at `tick` into every partition of every topic the job reads (they
+    exist: `advance_event_time` made sure), each acknowledged."""
     topics = input_topics(settings)
-    ensure_topics(settings, topics)
     with producer(settings) as prod:
         futures = []
         for topic in topics:
@@ -78,7 +77,6 @@ def send_marks(settings: Settings, tick: datetime) -> int:
             ]
         for future in futures:
             future.get(timeout=30)
-    return len(futures)
 
 
 def job_watermark_ms(settings: Settings) -> int | None:
@@ -140,6 +138,8 @@ def advance_event_time(settings: Settings, until: datetime) -> datetime:
     """
     f = settings.flink
     tick = until + timedelta(seconds=f.watermark_delay_s + f.allowed_lateness_s)
+    # Once here, not per mark: the nudges write into the same partitions.
+    ensure_topics(settings, input_topics(settings))
     send_marks(settings, tick)
     threading.Thread(
         target=_nudge,
