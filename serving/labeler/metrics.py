@@ -36,6 +36,24 @@ STATUS_NAMES: dict[Traffic, str] = {"live": "labeler", "backfill": "labeler-back
 RATE_WINDOW_S = 60.0
 
 
+class _WindowRate:
+    """Events per second over the last `RATE_WINDOW_S` (or since `started`, when younger:
+    a first batch is not a burst rate)."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self._events: deque[tuple[float, int]] = deque()
+
+    def add(self, n: int, now: float) -> None:
+        self._events.append((now, n))
+
+    def per_s(self, now: float) -> float:
+        while self._events and self._events[0][0] < now - RATE_WINDOW_S:
+            self._events.popleft()
+        window = min(RATE_WINDOW_S, max(now - self.started, 1.0))
+        return round(sum(n for _, n in self._events) / window, 2)
+
+
 class LabelerMetrics:
     def __init__(self, settings: Settings, serve: bool = True, traffic: Traffic = "live") -> None:
         """
@@ -105,11 +123,11 @@ class LabelerMetrics:
         self.health = WorkerHealth(self.registry, settings.labeler.liveness_timeout_s)
         self.lag = ConsumerLag(self.registry)
         self.group_id = settings.labeler.group_id
-        self._recent: deque[tuple[float, int]] = deque()
+        self._labels_rate = _WindowRate(self._started)
         # Recent teacher calls and event lags, for the percentiles in the status file.
         self._latencies: deque[float] = deque(maxlen=1000)
         self._event_lags: deque[float] = deque(maxlen=10_000)
-        self._pairs: deque[tuple[float, int]] = deque()
+        self._pairs_rate = _WindowRate(self._started)
         cfg = settings.labeler
         port = cfg.metrics_port if traffic == "live" else cfg.backfill_metrics_port
         if serve and port:
@@ -150,7 +168,7 @@ class LabelerMetrics:
         self.pairs.labels(self.traffic).inc(pairs)
         self._latencies.append(seconds)
         now = time.monotonic()
-        self._pairs.append((now, pairs))
+        self._pairs_rate.add(pairs, now)
         self.pair_rate.labels(self.traffic).set(self.pairs_per_s(now))
         self.health.tick()  # a teacher call returned: the loop is moving
         if now - self._status_at >= 1.0:  # a long batch still shows its progress
@@ -159,11 +177,7 @@ class LabelerMetrics:
     def pairs_per_s(self, now: float | None = None) -> float:
         """Pairs the teacher scored per second over the last `RATE_WINDOW_S` (or since
         start, when younger)."""
-        now = time.monotonic() if now is None else now
-        while self._pairs and self._pairs[0][0] < now - RATE_WINDOW_S:
-            self._pairs.popleft()
-        window = min(RATE_WINDOW_S, max(now - self._started, 1.0))
-        return round(sum(n for _, n in self._pairs) / window, 2)
+        return self._pairs_rate.per_s(time.monotonic() if now is None else now)
 
     def record_batch(
         self, labels: Sequence[RelevanceLabel], rows: Sequence[EnrichedImpression], hit_rate: float
@@ -179,12 +193,9 @@ class LabelerMetrics:
             self.event_lag.observe(lag)
             self._event_lags.append(lag)
         self.hit_rate.set(hit_rate)
-        self._recent.append((now, len(labels)))
-        while self._recent and self._recent[0][0] < now - RATE_WINDOW_S:
-            self._recent.popleft()
-        # Over the window (or the time since start): a first batch is not a burst rate.
-        span = min(RATE_WINDOW_S, max(1.0, time.monotonic() - self._started))
-        self.rate.set(round(sum(n for _, n in self._recent) / span, 2))
+        at = time.monotonic()
+        self._labels_rate.add(len(labels), at)
+        self.rate.set(self._labels_rate.per_s(at))
         self.write_status()
 
     def snapshot(self) -> dict[str, Any]:
