@@ -262,8 +262,11 @@ def session(path: Path, threads: int = 0):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _row_by_row(onnx_session, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """Run each row alone, cut to its own length (batch-independent int8 results)."""
+def _run(onnx_session, inputs: dict[str, np.ndarray], row_by_row: bool) -> np.ndarray:
+    """The graph's first output for one padded batch, float32. `row_by_row` (int8) runs
+    each row alone, cut to its own length: batch-independent results."""
+    if not row_by_row:
+        return onnx_session.run(None, inputs)[0].astype(np.float32, copy=False)
     lengths = inputs["attention_mask"].sum(1)
     rows = [
         onnx_session.run(None, {k: v[i : i + 1, : lengths[i]] for k, v in inputs.items()})[0]
@@ -295,9 +298,7 @@ class OnnxCrossEncoder(CrossEncoder):
         return self._num_labels
 
     def _forward_logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        if self.row_by_row:
-            return _row_by_row(self.session, inputs)
-        return self.session.run(None, inputs)[0].astype(np.float32, copy=False)
+        return _run(self.session, inputs, self.row_by_row)
 
     def save(self, path: Path) -> None:
         raise TypeError("an ONNX cross-encoder is a serving copy; save the torch teacher")
@@ -349,9 +350,7 @@ class OnnxBiEncoder(BiEncoder):
         return self._hidden
 
     def _forward_embed(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        if self.row_by_row:
-            return _row_by_row(self.session, inputs)
-        return self.session.run(None, inputs)[0].astype(np.float32, copy=False)
+        return _run(self.session, inputs, self.row_by_row)
 
     def save(self, path: Path) -> None:
         raise TypeError("an ONNX bi-encoder is a serving copy; save the torch teacher")
