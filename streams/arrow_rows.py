@@ -1,10 +1,10 @@
 """Turn decoded events into an Arrow table shaped exactly like the Iceberg table.
 
-Two ways in, one shape out: `to_arrow` from pydantic events (the strict decode path), and
-`with_sink_columns` from model columns already in Arrow (the sink's bulk decode,
-streams/fast_decode.py); both name columns by the table's own schema (pyiceberg renumbers
-ids on create) and add the sink's `_kafka_partition`, `_kafka_offset`, `_batch_id` and
-`_ingested_at`.
+The sink builds its rows from model columns already in Arrow (`with_sink_columns`, fed by
+the decode step: streams/fast_decode.py, whose strict fallback uses `model_columns`);
+`to_arrow` does the same from pydantic events for callers that hold those (tests, tools).
+Both name columns by the table's own schema (pyiceberg renumbers ids on create) and add the
+sink's `_kafka_partition`, `_kafka_offset`, `_batch_id` and `_ingested_at`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ class SourcePosition:
         self.offset = offset
 
 
+def model_schema(schema: pa.Schema) -> pa.Schema:
+    """The model columns of a table's Arrow schema: all but the sink's `_` columns."""
+    return pa.schema([f for f in schema if not f.name.startswith("_")])
+
+
 def model_columns(schema: pa.Schema, events: Sequence[Event]) -> pa.RecordBatch:
     """The model columns of `schema` (those not starting with '_') from events.
 
@@ -40,7 +45,7 @@ def model_columns(schema: pa.Schema, events: Sequence[Event]) -> pa.RecordBatch:
     Returns:
         A record batch with the model columns, in `schema`'s order and types.
     """
-    fields = [f for f in schema if not f.name.startswith("_")]
+    fields = list(model_schema(schema))
     names = [f.name for f in fields]
     if len(names) > 1 and events:
         # One C-level attrgetter per row and a transpose: ~3x faster than getattr per cell.

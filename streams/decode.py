@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from infra.config import DecodeSettings
 from schemas.base import ID_PATTERN, Event
 from schemas.topics import dlq_topic, model_for_topic
+from streams.arrow_rows import model_schema
 from streams.dlq import MIN_LETTER_BYTES, DeadLetter, DeadLetterCounters, Reason
 from streams.fast_decode import FastDecoder, Vouched, merge_rows, to_micros
 
@@ -280,7 +281,7 @@ class Decoder(Generic[E]):
         """
         limit = self.limits.max_text_bytes
         self.fast = FastDecoder.for_model(self.model, schema, limit) if fast else None
-        self.columns = pa.schema([f for f in schema if not f.name.startswith("_")])
+        self.columns = model_schema(schema)
 
     def decode_rows(
         self,
