@@ -78,7 +78,7 @@ def main() -> None:
         args.cv,
         config,
         progress=lambda m: print(m, flush=True),
-        cache_dir=settings.state_dir / "cache" / "teacher",
+        cache_dir=settings.teacher_cache_dir,
     ).summary()
     load_after = machine_load()
     row = {

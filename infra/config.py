@@ -779,6 +779,12 @@ class Settings(BaseSettings):
         return self.state_dir / "logs"
 
     @property
+    def teacher_cache_dir(self) -> Path:
+        """Frozen-layer caches of teacher training (large: ~0.5 GB for CrowdFlower), reused
+        by reruns, CV and the teacher benchmarks."""
+        return self.state_dir / "cache" / "teacher"
+
+    @property
     def platform_topics(self) -> list[str]:
         """Every topic the platform reads or writes: events, derived topics, their DLQs,
         data-quality alerts and the Flink clock topic."""

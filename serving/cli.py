@@ -40,11 +40,6 @@ def _train_config(args: argparse.Namespace, settings: Settings, base: dict[str, 
     return TrainConfig(**values)
 
 
-def _cache_dir(settings: Settings) -> Path:
-    """Frozen-layer caches (large: ~0.5 GB for CrowdFlower), reused by reruns and CV."""
-    return settings.state_dir / "cache" / "teacher"
-
-
 def _load(args: argparse.Namespace):
     from serving.teacher.data import load_pairs
 
@@ -63,7 +58,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         config,
         version=args.version,
         progress=_progress,
-        cache_dir=_cache_dir(settings),
+        cache_dir=settings.teacher_cache_dir,
     )
     val = manifest.metrics
     print(
@@ -102,7 +97,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             args.cv,
             config,
             progress=_progress,
-            cache_dir=_cache_dir(settings),
+            cache_dir=settings.teacher_cache_dir,
             runtime=args.runtime or "torch",
             quantize=args.quantize or "none",
         )
