@@ -4,13 +4,15 @@ many query words the pin's title shares (learnable in a few steps, no shared dat
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infra.config import Settings
-from tests.conftest import settings_env
+from tests.conftest import ROOT, settings_env
 
 QUERIES = [
     "oak desk",
@@ -82,3 +84,18 @@ def labeler_env(settings: Settings) -> dict[str, str]:
         FRESHLABEL_LABELER__RETRY_MAX_S="2",
     )
     return env
+
+
+def start_cli(
+    settings: Settings, log: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`freshlabel ARGS` as a subprocess with the labeler tests' environment (plus `env`),
+    its output appended to `log` (a pipe nobody reads could fill and stall it)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", *args],
+            env={**labeler_env(settings), **(env or {})},
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )

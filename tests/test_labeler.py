@@ -40,7 +40,7 @@ from streams.iceberg_sink import IcebergSink
 from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
 from tests.conftest import ROOT, freshlabel, make_settings
-from tests.teacher_fixtures import QUERIES, labeler_env, world_sample
+from tests.teacher_fixtures import QUERIES, labeler_env, start_cli, world_sample
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -450,23 +450,12 @@ def test_a_running_backfill_keeps_live_freshness_within_1_5x(
     settings = platform.settings
     _write_history(settings, "history", HISTORY_ROWS)
     env = labeler_env(settings)
-    log = (tmp_path / "live-labeler.log").open("wb")  # a pipe nobody reads could fill
-    live = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "label", "run"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    live = start_cli(settings, tmp_path / "live-labeler.log", "label", "run")
     # Freshness as the platform defines it ends when the label is visible in Iceberg.
-    sink_log = (tmp_path / "labels-sink.log").open("wb")
-    sink = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "sink", "run", "--topic", "labels"]
-        + ["--batch-seconds", str(SINK_BATCH_S)],
-        env=env,
-        cwd=ROOT,
-        stdout=sink_log,
-        stderr=subprocess.STDOUT,
+    sink = start_cli(
+        settings,
+        tmp_path / "labels-sink.log",
+        *("sink", "run", "--topic", "labels", "--batch-seconds", str(SINK_BATCH_S)),
     )
     watch = _LabelWatch(settings)
     bulk: subprocess.Popen[bytes] | None = None
@@ -504,8 +493,6 @@ def test_a_running_backfill_keeps_live_freshness_within_1_5x(
         visible = _visible_lags(settings, set(running))
     finally:
         watch.close()
-        log.close()
-        sink_log.close()
         for proc in (bulk, live, sink):
             if proc is not None and proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT)

@@ -21,7 +21,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -50,8 +49,8 @@ from streams.dlq import DeadLetter, Reason
 from streams.iceberg_sink import IcebergSink
 from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
-from tests.conftest import ROOT, freshlabel, make_settings
-from tests.teacher_fixtures import QUERIES, labeler_env, world_sample
+from tests.conftest import freshlabel, make_settings
+from tests.teacher_fixtures import QUERIES, start_cli, world_sample
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
 VERSION = "faults-v1"
@@ -112,17 +111,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         stack.down(settings)
 
 
-def _cli(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", *args],
-            env=labeler_env(settings),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
 def _wait(what: str, ready: Callable[[], bool], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
@@ -173,8 +161,8 @@ def test_teacher_outage_with_group_churn_labels_every_impression_once(
     wanted = {r.impression_id for r in rows}
     with producer(settings) as prod:
         produce_events(prod, rows[:800])
-    sink = _cli(settings, tmp_path / "sink.log", "sink", "run", "--topic", "labels")
-    first = _cli(settings, tmp_path / "a.log", "label", "run", "--idle-timeout", "15")
+    sink = start_cli(settings, tmp_path / "sink.log", "sink", "run", "--topic", "labels")
+    first = start_cli(settings, tmp_path / "a.log", "label", "run", "--idle-timeout", "15")
     second: subprocess.Popen[bytes] | None = None
     try:
         _wait(
@@ -188,7 +176,7 @@ def test_teacher_outage_with_group_churn_labels_every_impression_once(
         with producer(settings) as prod:
             produce_events(prod, rows[800:])
         b_log = tmp_path / "b.log"
-        second = _cli(settings, b_log, "-v", "label", "run")
+        second = start_cli(settings, b_log, "-v", "label", "run")
         _wait(
             "the second labeler owns partitions and met the outage",
             lambda: (
@@ -460,21 +448,13 @@ def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
     settings = world.settings
     port = free_port()
     env = {
-        **labeler_env(settings),
         "FRESHLABEL_LABELER__METRICS_PORT": str(port),
         # Short turns and small fetches: the lag is read after every poll, from the high
         # watermarks of the last fetch.
         "FRESHLABEL_LABELER__BATCH_ROWS": "50",
         "FRESHLABEL_LABELER__FETCH_PARTITION_BYTES": "8192",
     }
-    log = (tmp_path / "labeler.log").open("wb")
-    labeler = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "label", "run"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    labeler = start_cli(settings, tmp_path / "labeler.log", "label", "run", env=env)
     rows = [
         r.model_copy(update={"pin_id": f"slow-pin-{i}", "title": f"{r.title} {i}"})
         for i, r in enumerate(enriched_rows(255, "slow"))
@@ -535,7 +515,6 @@ def test_a_teacher_slower_than_the_stream_grows_the_lag_then_it_drains(
                 labeler.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 labeler.kill()
-        log.close()
     out = (tmp_path / "labeler.log").read_text()
     assert labeler.returncode == 0, out[-3000:]
     # The stream outran the teacher (at least 150 rows behind when it was released), and
