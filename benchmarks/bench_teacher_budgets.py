@@ -9,7 +9,15 @@ cross-validation as `freshlabel teacher eval --cv 3 --epochs 1` (same folds, see
 recipe; a new frozen-layer cache, since the texts differ). Prints nDCG@10, QWK and
 accuracy next to the WordPiece tokens per pair (cross-encoder) and per pin (bi-encoder),
 which is what inference pays for. Compare with the same CV at the shipped budgets
-(docs/teacher.md); a budget is only worth changing where quality holds.
+(docs/teacher.md); a budget is only worth changing where quality holds. The bi-encoder
+reads the pin text through `settings.teacher.bi_encoder_budgets`
+(`FRESHLABEL_TEACHER__BI_ENCODER_BUDGETS='{"description": 8}'`); its tokens are counted so.
+
+    .venv/bin/python -m benchmarks.bench_teacher_budgets --bi-zero-shot description=48,16,8,0
+
+The bi-encoder's view alone, no training: its zero-shot cosine's nDCG@10 on every row and
+its tokens per pin, for each word budget of one field (the CV above then checks the one
+chosen inside the teacher).
 """
 
 from __future__ import annotations
@@ -25,8 +33,10 @@ import serving.teacher.text as text
 from benchmarks.cpu import machine_load
 from infra.config import Settings
 from serving.teacher.data import load_pairs
-from serving.teacher.encoders import base_model_dir, load_tokenizer
+from serving.teacher.encoders import BiEncoder, base_model_dir, load_tokenizer
 from serving.teacher.evaluate import cross_validate
+from serving.teacher.metrics import ndcg_at
+from serving.teacher.text import trim_pin_text
 from serving.teacher.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +70,16 @@ def main() -> None:
     parser.add_argument("--budget", action="append", default=[], help="FIELD=WORDS (repeat)")
     parser.add_argument("--cv", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--bi-zero-shot",
+        metavar="FIELD=W1,W2,...",
+        help="only the bi-encoder's zero-shot nDCG@10 for each word budget of FIELD",
+    )
     args = parser.parse_args()
     budgets = override_budgets(args.budget)
+    if args.bi_zero_shot:
+        bi_zero_shot(args.data, args.columns, args.bi_zero_shot)
+        return
 
     settings = Settings()
     config = TrainConfig.from_settings(settings.teacher, epochs=args.epochs)
@@ -70,7 +88,8 @@ def main() -> None:
     pair_ids = tokenizer(
         pairs.queries, pairs.pin_texts, truncation="only_second", max_length=config.max_length
     )["input_ids"]
-    pin_ids = tokenizer(pairs.pin_texts, truncation=True, max_length=config.max_length)["input_ids"]
+    bi_texts = [trim_pin_text(t, config.bi_encoder_budgets) for t in pairs.pin_texts]
+    pin_ids = tokenizer(bi_texts, truncation=True, max_length=config.max_length)["input_ids"]
     load_before = machine_load()
     started = time.monotonic()
     result = cross_validate(
@@ -83,6 +102,7 @@ def main() -> None:
     load_after = machine_load()
     row = {
         "budgets": budgets,
+        "bi_encoder_budgets": config.bi_encoder_budgets,
         "ndcg10": result["ndcg10"],
         "qwk": result["qwk"],
         "accuracy": result["accuracy"],
@@ -100,6 +120,39 @@ def main() -> None:
         f"| {row['tokens_per_pair']:.1f} | {row['tokens_per_pin']:.1f} |"
     )
     print(json.dumps(row))
+
+
+def bi_zero_shot(data: Path, columns: str, spec: str) -> None:
+    """Print the zero-shot bi-encoder's nDCG@10 and tokens per pin for each budget in
+    `spec` ("description=48,16,8,0"): what its view of the pin costs and ranks."""
+    field, _, values = spec.partition("=")
+    try:
+        words = [int(v) for v in values.split(",")]
+    except ValueError:
+        raise SystemExit(f"--bi-zero-shot {spec!r}: give FIELD=W1,W2,... (whole numbers)") from None
+    pairs = load_pairs(data, columns)
+    load_before = machine_load()
+    print(
+        f"| {field} words | bi-encoder nDCG@10 (zero-shot, {len(pairs.frame)} rows) | tokens/pin |"
+    )
+    print("| --- | --- | --- |")
+    rows = []
+    for budget in words:
+        try:
+            bi = BiEncoder.load(pin_budgets={field: budget})
+        except ValueError as exc:
+            raise SystemExit(f"--bi-zero-shot {spec!r}: {exc}") from None
+        texts = [trim_pin_text(t, bi.pin_budgets) for t in pairs.pin_texts]
+        ids = bi.tokenizer(texts, truncation=True, max_length=bi.max_length)["input_ids"]
+        cosine = bi.cosine(pairs.queries, pairs.pin_texts)
+        row = {
+            "budget": {field: budget},
+            "ndcg10": ndcg_at(pairs.labels, cosine, pairs.queries, 10),
+            "tokens_per_pin": float(np.mean([len(x) for x in ids])),
+        }
+        rows.append(row)
+        print(f"| {budget} | {row['ndcg10']:.4f} | {row['tokens_per_pin']:.1f} |", flush=True)
+    print(json.dumps({"rows": rows, "load_before": load_before, "load_after": machine_load()}))
 
 
 if __name__ == "__main__":

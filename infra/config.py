@@ -334,6 +334,12 @@ class TeacherSettings(BaseModel):
     learning_rate: float = 8e-5
     # Top encoder layers fine-tuned; the frozen rest is computed once and cached (CPU).
     trainable_layers: int = 2
+    # Cross-encoder layers kept from MiniLM's 6, bottom first (docs/teacher.md, measured).
+    cross_encoder_layers: int = Field(default=6, ge=1, le=6)
+    # The bi-encoder reads the pin text with these word budgets ({field: words}; 0 drops
+    # the field): its zero-shot cosine ranks as well from the title and the description's
+    # first words, at a third of the tokens (docs/teacher.md, "Send what you use").
+    bi_encoder_budgets: dict[str, int] = Field(default_factory=lambda: {"description": 8})
     val_fraction: float = 0.2
     patience: int = 1
     seed: int = 13

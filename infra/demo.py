@@ -58,7 +58,9 @@ def quick_teacher(settings: Settings, work: Path) -> Path:
     sample = work / "world-sample.parquet"
     write_labeled_sample(sample_settings, sample, rows=demo.quick_teacher_rows)
     out = work / "quick-teacher"
-    config = TrainConfig(epochs=demo.quick_teacher_epochs, max_length=96)
+    config = TrainConfig.from_settings(
+        settings.teacher, epochs=demo.quick_teacher_epochs, max_length=96
+    )
     train_teacher(load_pairs(sample, "world"), out, config, version=f"world-quick-s{demo.seed}")
     return out
 

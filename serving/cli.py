@@ -30,6 +30,7 @@ def _train_config(args: argparse.Namespace, settings: Settings, base: dict[str, 
         "max_length",
         "seed",
         "trainable_layers",
+        "cross_encoder_layers",
         "max_steps",
         "val_fraction",
         "device",
@@ -144,6 +145,9 @@ def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--trainable-layers", type=int, help="top encoder layers fine-tuned (6 = all)")
+    p.add_argument(
+        "--cross-encoder-layers", type=int, help="MiniLM layers the cross-encoder keeps (1-6)"
+    )
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--max-steps", type=int, help="stop after this many steps (quick runs)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")

@@ -107,6 +107,36 @@ def test_bi_encoder_lru_embeds_each_text_once_and_stays_bounded(tokenizer) -> No
     assert bi.embed([]).shape == (0, 2)
 
 
+def test_bi_encoder_reads_the_pin_through_its_budgets(tokenizer) -> None:
+    full = "title: oak desk | description: solid oak with two deep drawers"
+    trimmed = CountingBiEncoder(tokenizer, cache_items=8)
+    trimmed.pin_budgets = {"description": 2}
+    trimmed.cosine(["desk"], [full])
+    assert "title: oak desk | description: solid oak" in trimmed._cache
+    assert full not in trimmed._cache
+    whole = CountingBiEncoder(tokenizer, cache_items=8)
+    whole.cosine(["desk"], [full])
+    assert full in whole._cache
+    with pytest.raises(ValueError, match="unknown pin text field 'body'"):
+        BiEncoder(torch.nn.Identity(), tokenizer, max_length=32, pin_budgets={"body": 3})
+
+
+def test_cross_encoder_keeps_the_bottom_layers_it_is_asked_for() -> None:
+    full = CrossEncoder.new(scale=4)
+    small = CrossEncoder.new(scale=4, layers=4)
+    assert len(full.model.bert.encoder.layer) == 6
+    assert len(small.model.bert.encoder.layer) == 4
+    assert small.model.config.num_hidden_layers == 4
+    with pytest.raises(ValueError, match="cross-encoder layers 7: the base .* has 6; keep"):
+        CrossEncoder.new(scale=4, layers=7)
+    # the kept layers are the base's own weights, bottom first
+    for i in range(4):
+        torch.testing.assert_close(
+            small.model.bert.encoder.layer[i].state_dict(),
+            full.model.bert.encoder.layer[i].state_dict(),
+        )
+
+
 def test_unknown_runtime_or_quantization_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="runtime must be one of torch, onnx, not 'tensorrt'"):
         check_choice("runtime", "tensorrt", ("torch", "onnx"))

@@ -25,7 +25,17 @@ from tests.conftest import make_settings
 from tests.teacher_fixtures import world_sample
 
 # A few optimizer steps: enough to exercise every part; quality is not the point here.
-TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
+# Four cross-encoder layers and a trimmed bi-encoder view: what a served teacher records
+# and applies is exercised end to end (export, ONNX, Triton).
+TINY = TrainConfig(
+    epochs=1,
+    max_steps=3,
+    max_length=48,
+    batch_size=16,
+    val_fraction=0.25,
+    cross_encoder_layers=4,
+    bi_encoder_budgets={"description": 3, "top_queries": 0},
+)
 # The platform's default serving path (runtime, quantization) is what these tests serve.
 SERVED = TritonSettings()
 
@@ -170,8 +180,15 @@ def test_many_in_flight_requests_come_back_in_order(
 
 def test_onnx_runtime_matches_eager_torch(tiny_teacher: Path, world: Path) -> None:
     queries, pin_texts = pairs_of(world, 48)
-    eager = Teacher.load(tiny_teacher).predict(queries, pin_texts)
-    onnx = Teacher.load(tiny_teacher, runtime="onnx").predict(queries, pin_texts)
+    eager_teacher = Teacher.load(tiny_teacher)
+    onnx_teacher = Teacher.load(tiny_teacher, runtime="onnx")
+    # the recipe's layers and bi-encoder view are recorded and applied by every runtime
+    assert eager_teacher.manifest.bi_encoder_budgets == TINY.bi_encoder_budgets
+    assert eager_teacher.cross_encoder.model.config.num_hidden_layers == 4
+    for teacher in (eager_teacher, onnx_teacher):
+        assert teacher.bi_encoder.pin_budgets == TINY.bi_encoder_budgets
+    eager = eager_teacher.predict(queries, pin_texts)
+    onnx = onnx_teacher.predict(queries, pin_texts)
     np.testing.assert_allclose(onnx.probs, eager.probs, atol=1e-5)
     np.testing.assert_allclose(onnx.score, eager.score, atol=1e-5)
     assert onnx.label.tolist() == eager.label.tolist()

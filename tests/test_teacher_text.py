@@ -9,7 +9,13 @@ from serving.teacher.data import load_pairs, query_folds
 from serving.teacher.lexical import LEXICAL_FEATURES, Bm25Stats, pair_features, stem
 from serving.teacher.metrics import auroc_by_threshold, ndcg_at, qwk
 from serving.teacher.stacker import apply_thresholds, fit_stacker, fit_thresholds
-from serving.teacher.text import build_pin_text, clean_text, split_pin_text
+from serving.teacher.text import (
+    build_pin_text,
+    check_budgets,
+    clean_text,
+    split_pin_text,
+    trim_pin_text,
+)
 from tests.teacher_fixtures import world_sample
 
 
@@ -39,6 +45,30 @@ def test_split_inverts_build_even_with_separators_in_the_text() -> None:
     text = build_pin_text(title="a | b", caption="c: d", top_queries=["x", "y"])
     fields = split_pin_text(text)
     assert fields == {"title": "a | b", "caption": "c: d", "top_queries": "x; y"}
+
+
+def test_trim_cuts_named_fields_and_drops_those_at_zero() -> None:
+    text = build_pin_text(
+        title="Oak desk",
+        description="solid oak with two deep drawers",
+        board_titles=["Office", "Study"],
+    )
+    assert trim_pin_text(text, {"description": 2}) == (
+        "title: Oak desk | boards: Office; Study | description: solid oak"
+    )
+    assert trim_pin_text(text, {"description": 0, "board_titles": 0}) == "title: Oak desk"
+    assert trim_pin_text(text, {"title": 0, "board_titles": 0, "description": 0}) == ""
+    assert trim_pin_text(text, {}) == text
+    # a budget above the field's own length, or for an absent field, changes nothing
+    assert trim_pin_text(text, {"description": 40, "caption": 3}) == text
+
+
+def test_budgets_for_unknown_fields_or_below_zero_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown pin text field 'desc': use one of title"):
+        check_budgets({"desc": 8})
+    with pytest.raises(ValueError, match="word budget of 'title' is -1: give a whole number"):
+        trim_pin_text("title: a", {"title": -1})
+    assert check_budgets({"description": 0}) == {"description": 0}
 
 
 def test_clean_text_and_stem() -> None:

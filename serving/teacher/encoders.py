@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,10 +25,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import (  # noqa: E402
     AutoTokenizer,
+    BertConfig,
     BertForSequenceClassification,
     BertModel,
     PreTrainedTokenizerBase,
 )
+
+from serving.teacher.text import check_budgets, trim_pin_text  # noqa: E402
 
 # Files that make a loadable BERT + tokenizer directory.
 MODEL_FILES = (
@@ -114,9 +117,32 @@ class CrossEncoder:
         self.tokenizer = tokenizer
 
     @classmethod
-    def new(cls, scale: int, base: Path | None = None) -> CrossEncoder:
+    def new(cls, scale: int, base: Path | None = None, layers: int | None = None) -> CrossEncoder:
+        """An untrained cross-encoder: the base weights and a fresh head over `scale` labels.
+
+        Args:
+            scale: labels 1..scale.
+            base: the base weights' folder (default: the packaged all-MiniLM-L6-v2).
+            layers: keep the bottom `layers` encoder layers of the base (None: all);
+                fewer layers cost proportionally less per token.
+
+        Returns:
+            The cross-encoder.
+
+        Raises:
+            ValueError: `layers` is below 1 or above the base's own layer count.
+        """
         path = base or base_model_dir()
-        model = BertForSequenceClassification.from_pretrained(str(path), num_labels=scale)
+        extra = {}
+        if layers is not None:
+            available = BertConfig.from_pretrained(str(path)).num_hidden_layers
+            if not 1 <= layers <= available:
+                raise ValueError(
+                    f"cross-encoder layers {layers}: the base {path.name} has {available}; "
+                    f"keep between 1 and {available}"
+                )
+            extra["num_hidden_layers"] = layers
+        model = BertForSequenceClassification.from_pretrained(str(path), num_labels=scale, **extra)
         return cls(model, load_tokenizer(path))
 
     @classmethod
@@ -192,24 +218,51 @@ class BiEncoder:
 
     def __init__(
         self,
-        model: BertModel,
+        model: BertModel | None,
         tokenizer: PreTrainedTokenizerBase,
         max_length: int,
         cache_items: int = 0,
+        pin_budgets: Mapping[str, int] | None = None,
     ):
-        self.model = model.eval()
+        self.model = model.eval() if model is not None else None
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.cache_items = cache_items
+        # The bi-encoder's view of a pin: word budgets below the pin text's own
+        # (`trim_pin_text`); a teacher's manifest records them (bi_encoder_budgets).
+        self.pin_budgets = dict(check_budgets(pin_budgets or {}))
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @classmethod
     def load(
-        cls, path: Path | None = None, max_length: int = 128, cache_items: int = 0
+        cls,
+        path: Path | None = None,
+        max_length: int = 128,
+        cache_items: int = 0,
+        pin_budgets: Mapping[str, int] | None = None,
     ) -> BiEncoder:
+        """The frozen bi-encoder (a teacher's `bi_encoder/` folder, or the packaged MiniLM).
+
+        Args:
+            path: the weights' folder (default: the packaged all-MiniLM-L6-v2).
+            max_length: WordPiece tokens kept per text.
+            cache_items: embeddings kept by text (LRU; 0: none).
+            pin_budgets: {field: words} of the pin text the bi-encoder reads (0 drops a
+                field; empty: the whole pin text).
+
+        Returns:
+            The bi-encoder.
+
+        Raises:
+            ValueError: a budget for an unknown field or below 0.
+        """
         path = path or base_model_dir()
         return cls(
-            BertModel.from_pretrained(str(path)), load_tokenizer(path), max_length, cache_items
+            BertModel.from_pretrained(str(path)),
+            load_tokenizer(path),
+            max_length,
+            cache_items,
+            pin_budgets,
         )
 
     def save(self, path: Path) -> None:
@@ -267,8 +320,9 @@ class BiEncoder:
         return np.stack([found[t] for t in texts])
 
     def cosine(self, queries: Sequence[str], pin_texts: Sequence[str]) -> np.ndarray:
+        """Cosine of each query's and pin's embeddings; the pin as `pin_budgets` trims it."""
         q = self.embed(queries)
-        p = self.embed(pin_texts)
+        p = self.embed([trim_pin_text(t, self.pin_budgets) for t in pin_texts])
         return (q * p).sum(axis=1)
 
 

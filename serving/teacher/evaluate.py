@@ -177,9 +177,8 @@ def cross_validate(
     cache = build_cache(pairs, config, progress, cache_dir)
     bi_cosine = cache.bi_cosine
     if bi_cosine is None:
-        bi_cosine = BiEncoder.load(max_length=config.max_length).cosine(
-            pairs.queries, pairs.pin_texts
-        )
+        bi = BiEncoder.load(max_length=config.max_length, pin_budgets=config.bi_encoder_budgets)
+        bi_cosine = bi.cosine(pairs.queries, pairs.pin_texts)
     fold = query_folds(pairs.queries, k, config.seed + 1)
     n, scale = len(pairs.frame), pairs.scale
     probs = np.zeros((n, scale), dtype=np.float32)

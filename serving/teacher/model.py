@@ -48,6 +48,9 @@ class TeacherManifest(BaseModel):
     scale: int
     max_length: int
     uses_bi_encoder: bool = True
+    # The bi-encoder's word budgets per pin text field ({} in teachers trained before them:
+    # the whole pin text); serving applies what training used.
+    bi_encoder_budgets: dict[str, int] = Field(default_factory=dict)
     created_at: str
     data: dict[str, object] = Field(default_factory=dict)
     settings: dict[str, object] = Field(default_factory=dict)
@@ -174,13 +177,23 @@ class Teacher:
             cross_encoder = OnnxCrossEncoder.load_onnx(path, quantize, threads)
             if manifest.uses_bi_encoder:
                 bi = OnnxBiEncoder.load_onnx(
-                    path, quantize, manifest.max_length, threads, embed_cache_items
+                    path,
+                    quantize,
+                    manifest.max_length,
+                    threads,
+                    embed_cache_items,
+                    manifest.bi_encoder_budgets,
                 )
         else:
             cross_encoder = CrossEncoder.load(path / "cross_encoder")
             cross_encoder.model.to(device)
             if manifest.uses_bi_encoder:
-                bi = BiEncoder.load(path / "bi_encoder", manifest.max_length, embed_cache_items)
+                bi = BiEncoder.load(
+                    path / "bi_encoder",
+                    manifest.max_length,
+                    embed_cache_items,
+                    manifest.bi_encoder_budgets,
+                )
                 bi.model.to(device)
             if precision == "fp16":
                 cross_encoder.model.half()

@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -314,16 +315,11 @@ class OnnxBiEncoder(BiEncoder):
         max_length: int,
         cache_items: int = 0,
         row_by_row: bool = False,
+        pin_budgets: Mapping[str, int] | None = None,
     ):
-        from collections import OrderedDict
-
+        super().__init__(None, tokenizer, max_length, cache_items, pin_budgets)
         self.row_by_row = row_by_row
-        self.model = None
-        self.tokenizer = tokenizer
         self.session = onnx_session
-        self.max_length = max_length
-        self.cache_items = cache_items
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._hidden = int(onnx_session.get_outputs()[0].shape[-1])
 
     @classmethod
@@ -334,6 +330,7 @@ class OnnxBiEncoder(BiEncoder):
         max_length: int,
         threads: int = 0,
         cache_items: int = 0,
+        pin_budgets: Mapping[str, int] | None = None,
     ) -> OnnxBiEncoder:
         path = onnx_file(teacher_dir, "bi_encoder", quantize)
         tokenizer = load_tokenizer(Path(teacher_dir) / "bi_encoder")
@@ -343,6 +340,7 @@ class OnnxBiEncoder(BiEncoder):
             max_length,
             cache_items,
             row_by_row=quantize == "int8",
+            pin_budgets=pin_budgets,
         )
 
     @property

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # (field, marker, word budget), in output order.
 FIELDS: tuple[tuple[str, str, int], ...] = (
@@ -96,6 +96,7 @@ def clean_query(query: str) -> str:
 
 
 _MARKERS = {marker: field for field, marker, _ in FIELDS}
+_FIELD_NAMES = tuple(field for field, _, _ in FIELDS)
 
 
 def split_pin_text(pin_text: str) -> dict[str, str]:
@@ -113,3 +114,50 @@ def split_pin_text(pin_text: str) -> dict[str, str]:
         elif current is not None:
             fields[current] += FIELD_SEPARATOR + part
     return fields
+
+
+def trim_pin_text(pin_text: str, budgets: Mapping[str, int]) -> str:
+    """`pin_text` with some fields cut to smaller word budgets: another model's view of
+    the same pin (the bi-encoder reads the title and a description's first words).
+
+    Args:
+        pin_text: a text from `build_pin_text`.
+        budgets: {field: words}; 0 drops the field; fields not named keep their text.
+
+    Returns:
+        The trimmed text, fields in `build_pin_text`'s order and format.
+
+    Raises:
+        ValueError: a budget names no field of `FIELDS` or is negative.
+    """
+    check_budgets(budgets)
+    if not budgets:
+        return pin_text
+    fields = split_pin_text(pin_text)
+    parts = []
+    for field, marker, _ in FIELDS:
+        text = fields.get(field)
+        budget = budgets.get(field)
+        if text and budget != 0:
+            parts.append(f"{marker}: {text if budget is None else _cut(text, budget)}")
+    return FIELD_SEPARATOR.join(parts)
+
+
+def check_budgets(budgets: Mapping[str, int]) -> Mapping[str, int]:
+    """Refuse word budgets for unknown fields or below 0 (names the field and the fix).
+
+    Raises:
+        ValueError: an unknown field or a negative budget.
+    """
+    for field, words in budgets.items():
+        if field not in _FIELD_NAMES:
+            raise ValueError(
+                f"word budget for unknown pin text field {field!r}: use one of "
+                f"{', '.join(_FIELD_NAMES)}"
+            )
+        if not isinstance(words, int) or words < 0:
+            raise ValueError(
+                f"word budget of {field!r} is {words!r}: give a whole number of words, "
+                "0 to drop the field"
+            )
+    return budgets

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from serving.teacher.data import LabeledPairs, query_folds
 from serving.teacher.encoders import (
@@ -48,6 +48,7 @@ from serving.teacher.model import (
     feature_names,
 )
 from serving.teacher.stacker import apply_thresholds, expected_grade, fit_stacker, fit_thresholds
+from serving.teacher.text import check_budgets
 
 if TYPE_CHECKING:
     from infra.config import TeacherSettings
@@ -62,6 +63,9 @@ class TrainConfig(BaseModel):
     # Encoder layers fine-tuned (from the top); the rest stay MiniLM and their output is
     # computed once and cached. 6 (all of MiniLM-L6) fine-tunes everything, uncached.
     trainable_layers: int = 2
+    # Encoder layers the cross-encoder keeps, bottom first (MiniLM has 6); fewer cost
+    # proportionally less per pair at serving time.
+    cross_encoder_layers: int = Field(default=6, ge=1)
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_length: int = 128
@@ -71,12 +75,20 @@ class TrainConfig(BaseModel):
     # Rows raters disagreed on (relevance_variance) count less, when the data has it.
     use_weights: bool = True
     uses_bi_encoder: bool = True
+    # Word budgets of the pin text the bi-encoder reads ({field: words}, 0 drops a field;
+    # settings.teacher.bi_encoder_budgets): its cosine needs less than the cross-encoder.
+    bi_encoder_budgets: dict[str, int] = Field(default_factory=lambda: {"description": 8})
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     # Small runs for tests and quick teachers: stop after this many optimizer steps.
     max_steps: int | None = None
     infer_batch_size: int = 64
+
+    @field_validator("bi_encoder_budgets")
+    @classmethod
+    def _known_fields(cls, budgets: dict[str, int]) -> dict[str, int]:
+        return dict(check_budgets(budgets))
 
     @classmethod
     def from_settings(cls, teacher: TeacherSettings, **overrides: Any) -> TrainConfig:
@@ -103,7 +115,9 @@ SETTINGS_FIELDS = (
     "patience",
     "seed",
     "trainable_layers",
+    "cross_encoder_layers",
     "infer_batch_size",
+    "bi_encoder_budgets",
 )
 
 
@@ -133,9 +147,11 @@ def _cache_file(pairs: LabeledPairs, config: TrainConfig, first: int, cache_dir:
     digest = hashlib.sha256()
     for query, text in zip(pairs.queries, pairs.pin_texts, strict=True):
         digest.update(query.encode() + b"\0" + text.encode() + b"\1")
-    key = (
-        f"{digest.hexdigest()[:16]}-len{config.max_length}-from{first}-bi{config.uses_bi_encoder:d}"
-    )
+    bi = f"bi{config.uses_bi_encoder:d}"
+    if config.uses_bi_encoder and config.bi_encoder_budgets:
+        budgets = sorted(config.bi_encoder_budgets.items())
+        bi += "-" + "-".join(f"{field}{words}" for field, words in budgets)
+    key = f"{digest.hexdigest()[:16]}-len{config.max_length}-from{first}-{bi}"
     return cache_dir / f"{key}.pt"
 
 
@@ -148,7 +164,7 @@ def build_cache(
     """Frozen-layer outputs and bi-encoder cosines for every row. With `cache_dir`, kept
     on disk keyed by the exact rows and settings, so reruns and CV skip the pass."""
     started = time.monotonic()
-    base = CrossEncoder.new(pairs.scale)
+    base = CrossEncoder.new(pairs.scale, layers=config.cross_encoder_layers)
     first = start_layer(config, base.model.config.num_hidden_layers)
     path = _cache_file(pairs, config, first, cache_dir) if cache_dir else None
     if path is not None and path.is_file():
@@ -161,7 +177,7 @@ def build_cache(
         frozen = frozen_states(base, ids, first, config.infer_batch_size)
     bi_cosine = None
     if config.uses_bi_encoder:
-        bi = BiEncoder.load(max_length=config.max_length)
+        bi = BiEncoder.load(max_length=config.max_length, pin_budgets=config.bi_encoder_budgets)
         bi_cosine = bi.cosine(pairs.queries, pairs.pin_texts)
     progress(
         f"cached frozen layers 0..{first - 1} and bi-encoder cosine for {len(pairs.frame)} "
@@ -419,13 +435,17 @@ def train_teacher(
         cache_started = time.monotonic()
         cache = build_cache(pairs, config, progress, cache_dir)
         cache_seconds = time.monotonic() - cache_started
-    ce = CrossEncoder.new(pairs.scale)
+    ce = CrossEncoder.new(pairs.scale, layers=config.cross_encoder_layers)
     val_logits, history, timings = finetune_cross_encoder(
         ce, train, val, config, progress, cache.subset(~is_val), cache.subset(is_val)
     )
     timings["cache_seconds"] = cache_seconds
     bm25 = Bm25Stats.fit(pairs.pin_texts)
-    bi = BiEncoder.load(max_length=config.max_length) if config.uses_bi_encoder else None
+    bi = (
+        BiEncoder.load(max_length=config.max_length, pin_budgets=config.bi_encoder_budgets)
+        if config.uses_bi_encoder
+        else None
+    )
     names = feature_names(pairs.scale, bi is not None)
     # Features nothing was trained for, on every row (the stacker's base stage) ...
     untrained = [lexical_matrix(bm25, pairs.queries, pairs.pin_texts)]
@@ -487,6 +507,7 @@ def train_teacher(
         scale=pairs.scale,
         max_length=config.max_length,
         uses_bi_encoder=bi is not None,
+        bi_encoder_budgets=config.bi_encoder_budgets if bi is not None else {},
         created_at=datetime.now(UTC).isoformat(),
         data={
             "source": pairs.source,
