@@ -36,7 +36,7 @@ from serving.teacher.data import load_pairs
 from serving.teacher.encoders import BiEncoder, base_model_dir, load_tokenizer
 from serving.teacher.evaluate import cross_validate
 from serving.teacher.metrics import ndcg_at
-from serving.teacher.text import trim_pin_text
+from serving.teacher.text import PinView
 from serving.teacher.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,8 @@ def main() -> None:
     pair_ids = tokenizer(
         pairs.queries, pairs.pin_texts, truncation="only_second", max_length=config.max_length
     )["input_ids"]
-    bi_texts = [trim_pin_text(t, config.bi_encoder_budgets) for t in pairs.pin_texts]
+    view = config.bi_encoder_view()
+    bi_texts = [view(t) for t in pairs.pin_texts]
     pin_ids = tokenizer(bi_texts, truncation=True, max_length=config.max_length)["input_ids"]
     load_before = machine_load()
     started = time.monotonic()
@@ -133,25 +134,33 @@ def bi_zero_shot(data: Path, columns: str, spec: str) -> None:
     pairs = load_pairs(data, columns)
     load_before = machine_load()
     print(
-        f"| {field} words | bi-encoder nDCG@10 (zero-shot, {len(pairs.frame)} rows) | tokens/pin |"
+        f"| {field} words | markers | bi-encoder nDCG@10 (zero-shot, {len(pairs.frame)} rows) "
+        "| tokens/pin |"
     )
-    print("| --- | --- | --- |")
+    print("| --- | --- | --- | --- |")
     rows = []
+    bi = BiEncoder.load()
     for budget in words:
-        try:
-            bi = BiEncoder.load(pin_budgets={field: budget})
-        except ValueError as exc:
-            raise SystemExit(f"--bi-zero-shot {spec!r}: {exc}") from None
-        texts = [trim_pin_text(t, bi.pin_budgets) for t in pairs.pin_texts]
-        ids = bi.tokenizer(texts, truncation=True, max_length=bi.max_length)["input_ids"]
-        cosine = bi.cosine(pairs.queries, pairs.pin_texts)
-        row = {
-            "budget": {field: budget},
-            "ndcg10": ndcg_at(pairs.labels, cosine, pairs.queries, 10),
-            "tokens_per_pin": float(np.mean([len(x) for x in ids])),
-        }
-        rows.append(row)
-        print(f"| {budget} | {row['ndcg10']:.4f} | {row['tokens_per_pin']:.1f} |", flush=True)
+        for markers in (True, False):
+            try:
+                bi.pin_view = PinView({field: budget}, markers)
+            except ValueError as exc:
+                raise SystemExit(f"--bi-zero-shot {spec!r}: {exc}") from None
+            texts = [bi.pin_view(t) for t in pairs.pin_texts]
+            ids = bi.tokenizer(texts, truncation=True, max_length=bi.max_length)["input_ids"]
+            cosine = bi.cosine(pairs.queries, pairs.pin_texts)
+            row = {
+                "budget": {field: budget},
+                "markers": markers,
+                "ndcg10": ndcg_at(pairs.labels, cosine, pairs.queries, 10),
+                "tokens_per_pin": float(np.mean([len(x) for x in ids])),
+            }
+            rows.append(row)
+            print(
+                f"| {budget} | {'yes' if markers else 'no'} | {row['ndcg10']:.4f} "
+                f"| {row['tokens_per_pin']:.1f} |",
+                flush=True,
+            )
     print(json.dumps({"rows": rows, "load_before": load_before, "load_after": machine_load()}))
 
 

@@ -17,6 +17,7 @@ from serving.teacher.encoders import (
     unique_pairs,
 )
 from serving.teacher.onnx_runtime import check_choice, onnx_file
+from serving.teacher.text import PinView
 
 
 @pytest.fixture(scope="module")
@@ -107,18 +108,30 @@ def test_bi_encoder_lru_embeds_each_text_once_and_stays_bounded(tokenizer) -> No
     assert bi.embed([]).shape == (0, 2)
 
 
-def test_bi_encoder_reads_the_pin_through_its_budgets(tokenizer) -> None:
+def test_bi_encoder_reads_the_pin_through_its_view(tokenizer) -> None:
     full = "title: oak desk | description: solid oak with two deep drawers"
     trimmed = CountingBiEncoder(tokenizer, cache_items=8)
-    trimmed.pin_budgets = {"description": 2}
+    trimmed.pin_view = PinView({"description": 2})
     trimmed.cosine(["desk"], [full])
     assert "title: oak desk | description: solid oak" in trimmed._cache
     assert full not in trimmed._cache
-    whole = CountingBiEncoder(tokenizer, cache_items=8)
+    plain = CountingBiEncoder(tokenizer, cache_items=8)
+    plain.pin_view = PinView({"description": 2}, markers=False)
+    plain.cosine(["desk"], [full])
+    assert "oak desk solid oak" in plain._cache
+    whole = CountingBiEncoder(tokenizer, cache_items=8)  # the default view: the whole text
     whole.cosine(["desk"], [full])
     assert full in whole._cache
     with pytest.raises(ValueError, match="unknown pin text field 'body'"):
-        BiEncoder(torch.nn.Identity(), tokenizer, max_length=32, pin_budgets={"body": 3})
+        PinView({"body": 3})
+
+
+def test_a_teacher_trained_before_bi_encoder_views_reads_the_whole_pin_text() -> None:
+    from serving.teacher.model import TeacherManifest
+
+    old = TeacherManifest(version="v1", scale=4, max_length=128, created_at="2026-12-01")
+    text = "title: oak desk | description: solid oak with two deep drawers"
+    assert old.bi_encoder_view()(text) == text
 
 
 def test_cross_encoder_keeps_the_bottom_layers_it_is_asked_for() -> None:

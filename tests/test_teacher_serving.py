@@ -34,7 +34,9 @@ TINY = TrainConfig(
     batch_size=16,
     val_fraction=0.25,
     cross_encoder_layers=4,
+    trainable_layers=2,
     bi_encoder_budgets={"description": 3, "top_queries": 0},
+    bi_encoder_markers=False,
 )
 # The platform's default serving path (runtime, quantization) is what these tests serve.
 SERVED = TritonSettings()
@@ -183,10 +185,10 @@ def test_onnx_runtime_matches_eager_torch(tiny_teacher: Path, world: Path) -> No
     eager_teacher = Teacher.load(tiny_teacher)
     onnx_teacher = Teacher.load(tiny_teacher, runtime="onnx")
     # the recipe's layers and bi-encoder view are recorded and applied by every runtime
-    assert eager_teacher.manifest.bi_encoder_budgets == TINY.bi_encoder_budgets
+    assert eager_teacher.manifest.bi_encoder_view() == TINY.bi_encoder_view()
     assert eager_teacher.cross_encoder.model.config.num_hidden_layers == 4
     for teacher in (eager_teacher, onnx_teacher):
-        assert teacher.bi_encoder.pin_budgets == TINY.bi_encoder_budgets
+        assert teacher.bi_encoder.pin_view == TINY.bi_encoder_view()
     eager = eager_teacher.predict(queries, pin_texts)
     onnx = onnx_teacher.predict(queries, pin_texts)
     np.testing.assert_allclose(onnx.probs, eager.probs, atol=1e-5)

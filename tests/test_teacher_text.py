@@ -61,6 +61,13 @@ def test_trim_cuts_named_fields_and_drops_those_at_zero() -> None:
     assert trim_pin_text(text, {}) == text
     # a budget above the field's own length, or for an absent field, changes nothing
     assert trim_pin_text(text, {"description": 40, "caption": 3}) == text
+    # without markers: the fields' words, in order, joined by single spaces
+    assert trim_pin_text(text, {"description": 2}, markers=False) == (
+        "Oak desk Office; Study solid oak"
+    )
+    assert trim_pin_text(text, {}, markers=False) == (
+        "Oak desk Office; Study solid oak with two deep drawers"
+    )
 
 
 def test_budgets_for_unknown_fields_or_below_zero_are_refused() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,7 +31,7 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerBase,
 )
 
-from serving.teacher.text import check_budgets, trim_pin_text  # noqa: E402
+from serving.teacher.text import PinView  # noqa: E402
 
 # Files that make a loadable BERT + tokenizer directory.
 MODEL_FILES = (
@@ -222,15 +222,14 @@ class BiEncoder:
         tokenizer: PreTrainedTokenizerBase,
         max_length: int,
         cache_items: int = 0,
-        pin_budgets: Mapping[str, int] | None = None,
+        pin_view: PinView | None = None,
     ):
         self.model = model.eval() if model is not None else None
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.cache_items = cache_items
-        # The bi-encoder's view of a pin: word budgets below the pin text's own
-        # (`trim_pin_text`); a teacher's manifest records them (bi_encoder_budgets).
-        self.pin_budgets = dict(check_budgets(pin_budgets or {}))
+        # What the bi-encoder reads of a pin text; a teacher's manifest records it.
+        self.pin_view = pin_view or PinView()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @classmethod
@@ -239,7 +238,7 @@ class BiEncoder:
         path: Path | None = None,
         max_length: int = 128,
         cache_items: int = 0,
-        pin_budgets: Mapping[str, int] | None = None,
+        pin_view: PinView | None = None,
     ) -> BiEncoder:
         """The frozen bi-encoder (a teacher's `bi_encoder/` folder, or the packaged MiniLM).
 
@@ -247,14 +246,10 @@ class BiEncoder:
             path: the weights' folder (default: the packaged all-MiniLM-L6-v2).
             max_length: WordPiece tokens kept per text.
             cache_items: embeddings kept by text (LRU; 0: none).
-            pin_budgets: {field: words} of the pin text the bi-encoder reads (0 drops a
-                field; empty: the whole pin text).
+            pin_view: what it reads of a pin text (default: the whole text).
 
         Returns:
             The bi-encoder.
-
-        Raises:
-            ValueError: a budget for an unknown field or below 0.
         """
         path = path or base_model_dir()
         return cls(
@@ -262,7 +257,7 @@ class BiEncoder:
             load_tokenizer(path),
             max_length,
             cache_items,
-            pin_budgets,
+            pin_view,
         )
 
     def save(self, path: Path) -> None:
@@ -320,9 +315,9 @@ class BiEncoder:
         return np.stack([found[t] for t in texts])
 
     def cosine(self, queries: Sequence[str], pin_texts: Sequence[str]) -> np.ndarray:
-        """Cosine of each query's and pin's embeddings; the pin as `pin_budgets` trims it."""
+        """Cosine of each query's and pin's embeddings; each pin as `pin_view` reads it."""
         q = self.embed(queries)
-        p = self.embed([trim_pin_text(t, self.pin_budgets) for t in pin_texts])
+        p = self.embed([self.pin_view(t) for t in pin_texts])
         return (q * p).sum(axis=1)
 
 

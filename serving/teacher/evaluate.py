@@ -177,7 +177,7 @@ def cross_validate(
     cache = build_cache(pairs, config, progress, cache_dir)
     bi_cosine = cache.bi_cosine
     if bi_cosine is None:
-        bi = BiEncoder.load(max_length=config.max_length, pin_budgets=config.bi_encoder_budgets)
+        bi = BiEncoder.load(max_length=config.max_length, pin_view=config.bi_encoder_view())
         bi_cosine = bi.cosine(pairs.queries, pairs.pin_texts)
     fold = query_folds(pairs.queries, k, config.seed + 1)
     n, scale = len(pairs.frame), pairs.scale

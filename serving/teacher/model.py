@@ -37,6 +37,7 @@ from serving.teacher.onnx_runtime import (
     export_onnx,
 )
 from serving.teacher.stacker import Stacker, expected_grade
+from serving.teacher.text import PinView
 
 MANIFEST = "manifest.json"
 # Bi-encoder embeddings a loaded teacher keeps by text: 20,000 x 384 floats, ~31 MB.
@@ -48,9 +49,10 @@ class TeacherManifest(BaseModel):
     scale: int
     max_length: int
     uses_bi_encoder: bool = True
-    # The bi-encoder's word budgets per pin text field ({} in teachers trained before them:
-    # the whole pin text); serving applies what training used.
+    # What the bi-encoder reads of a pin text (`PinView`): word budgets per field and the
+    # format. Teachers trained before these fields read the whole text, markers included.
     bi_encoder_budgets: dict[str, int] = Field(default_factory=dict)
+    bi_encoder_markers: bool = True
     created_at: str
     data: dict[str, object] = Field(default_factory=dict)
     settings: dict[str, object] = Field(default_factory=dict)
@@ -58,6 +60,10 @@ class TeacherManifest(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     # Grouped as `name=value` text for Triton metadata and reports.
     features: list[str] = Field(default_factory=list)
+
+    def bi_encoder_view(self) -> PinView:
+        """What this teacher's bi-encoder reads of a pin text."""
+        return PinView(self.bi_encoder_budgets, self.bi_encoder_markers)
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -182,7 +188,7 @@ class Teacher:
                     manifest.max_length,
                     threads,
                     embed_cache_items,
-                    manifest.bi_encoder_budgets,
+                    manifest.bi_encoder_view(),
                 )
         else:
             cross_encoder = CrossEncoder.load(path / "cross_encoder")
@@ -192,7 +198,7 @@ class Teacher:
                     path / "bi_encoder",
                     manifest.max_length,
                     embed_cache_items,
-                    manifest.bi_encoder_budgets,
+                    manifest.bi_encoder_view(),
                 )
                 bi.model.to(device)
             if precision == "fp16":

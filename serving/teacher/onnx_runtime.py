@@ -31,12 +31,12 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from serving.teacher.encoders import BiEncoder, CrossEncoder, load_tokenizer
+from serving.teacher.text import PinView
 
 RUNTIMES = ("torch", "onnx")
 QUANTIZE_MODES = ("none", "int8")
@@ -315,9 +315,9 @@ class OnnxBiEncoder(BiEncoder):
         max_length: int,
         cache_items: int = 0,
         row_by_row: bool = False,
-        pin_budgets: Mapping[str, int] | None = None,
+        pin_view: PinView | None = None,
     ):
-        super().__init__(None, tokenizer, max_length, cache_items, pin_budgets)
+        super().__init__(None, tokenizer, max_length, cache_items, pin_view)
         self.row_by_row = row_by_row
         self.session = onnx_session
         self._hidden = int(onnx_session.get_outputs()[0].shape[-1])
@@ -330,7 +330,7 @@ class OnnxBiEncoder(BiEncoder):
         max_length: int,
         threads: int = 0,
         cache_items: int = 0,
-        pin_budgets: Mapping[str, int] | None = None,
+        pin_view: PinView | None = None,
     ) -> OnnxBiEncoder:
         path = onnx_file(teacher_dir, "bi_encoder", quantize)
         tokenizer = load_tokenizer(Path(teacher_dir) / "bi_encoder")
@@ -340,7 +340,7 @@ class OnnxBiEncoder(BiEncoder):
             max_length,
             cache_items,
             row_by_row=quantize == "int8",
-            pin_budgets=pin_budgets,
+            pin_view=pin_view,
         )
 
     @property

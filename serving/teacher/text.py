@@ -13,9 +13,11 @@ tokens each), so one long description cannot crowd out the title inside `max_len
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 # (field, marker, word budget), in output order.
 FIELDS: tuple[tuple[str, str, int], ...] = (
@@ -116,22 +118,25 @@ def split_pin_text(pin_text: str) -> dict[str, str]:
     return fields
 
 
-def trim_pin_text(pin_text: str, budgets: Mapping[str, int]) -> str:
+def trim_pin_text(pin_text: str, budgets: Mapping[str, int], markers: bool = True) -> str:
     """`pin_text` with some fields cut to smaller word budgets: another model's view of
     the same pin (the bi-encoder reads the title and a description's first words).
 
     Args:
         pin_text: a text from `build_pin_text`.
         budgets: {field: words}; 0 drops the field; fields not named keep their text.
+        markers: keep `build_pin_text`'s format (`title: ... | description: ...`); False
+            joins the fields' words with single spaces (a zero-shot sentence encoder was
+            never trained on the markers: they only cost tokens there).
 
     Returns:
-        The trimmed text, fields in `build_pin_text`'s order and format.
+        The trimmed text, fields in `build_pin_text`'s order.
 
     Raises:
         ValueError: a budget names no field of `FIELDS` or is negative.
     """
     check_budgets(budgets)
-    if not budgets:
+    if not budgets and markers:
         return pin_text
     fields = split_pin_text(pin_text)
     parts = []
@@ -139,8 +144,28 @@ def trim_pin_text(pin_text: str, budgets: Mapping[str, int]) -> str:
         text = fields.get(field)
         budget = budgets.get(field)
         if text and budget != 0:
-            parts.append(f"{marker}: {text if budget is None else _cut(text, budget)}")
-    return FIELD_SEPARATOR.join(parts)
+            text = text if budget is None else _cut(text, budget)
+            parts.append(f"{marker}: {text}" if markers else text)
+    return (FIELD_SEPARATOR if markers else " ").join(parts)
+
+
+@dataclass(frozen=True)
+class PinView:
+    """What one model reads of a pin text: `trim_pin_text` with fixed budgets and format.
+
+    The default view is the pin text unchanged. A teacher's manifest records its
+    bi-encoder's view (`bi_encoder_budgets`, `bi_encoder_markers`), so serving reads pins
+    exactly as training did.
+    """
+
+    budgets: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    markers: bool = True
+
+    def __post_init__(self) -> None:
+        check_budgets(self.budgets)
+
+    def __call__(self, pin_text: str) -> str:
+        return trim_pin_text(pin_text, self.budgets, self.markers)
 
 
 def check_budgets(budgets: Mapping[str, int]) -> Mapping[str, int]:

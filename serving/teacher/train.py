@@ -48,7 +48,7 @@ from serving.teacher.model import (
     feature_names,
 )
 from serving.teacher.stacker import apply_thresholds, expected_grade, fit_stacker, fit_thresholds
-from serving.teacher.text import check_budgets
+from serving.teacher.text import PinView, check_budgets
 
 if TYPE_CHECKING:
     from infra.config import TeacherSettings
@@ -62,10 +62,10 @@ class TrainConfig(BaseModel):
     learning_rate: float = 8e-5
     # Encoder layers fine-tuned (from the top); the rest stay MiniLM and their output is
     # computed once and cached. 6 (all of MiniLM-L6) fine-tunes everything, uncached.
-    trainable_layers: int = 2
+    trainable_layers: int = 3
     # Encoder layers the cross-encoder keeps, bottom first (MiniLM has 6); fewer cost
     # proportionally less per pair at serving time.
-    cross_encoder_layers: int = Field(default=6, ge=1)
+    cross_encoder_layers: int = Field(default=4, ge=1)
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
     max_length: int = 128
@@ -78,6 +78,9 @@ class TrainConfig(BaseModel):
     # Word budgets of the pin text the bi-encoder reads ({field: words}, 0 drops a field;
     # settings.teacher.bi_encoder_budgets): its cosine needs less than the cross-encoder.
     bi_encoder_budgets: dict[str, int] = Field(default_factory=lambda: {"description": 8})
+    # The bi-encoder reads the fields' words without `title: ... | ` markers: it is
+    # zero-shot and never learned them (docs/teacher.md, "Send what you use").
+    bi_encoder_markers: bool = False
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
@@ -89,6 +92,10 @@ class TrainConfig(BaseModel):
     @classmethod
     def _known_fields(cls, budgets: dict[str, int]) -> dict[str, int]:
         return dict(check_budgets(budgets))
+
+    def bi_encoder_view(self) -> PinView:
+        """What the bi-encoder of this recipe reads of a pin text."""
+        return PinView(self.bi_encoder_budgets, self.bi_encoder_markers)
 
     @classmethod
     def from_settings(cls, teacher: TeacherSettings, **overrides: Any) -> TrainConfig:
@@ -151,6 +158,8 @@ def _cache_file(pairs: LabeledPairs, config: TrainConfig, first: int, cache_dir:
     if config.uses_bi_encoder and config.bi_encoder_budgets:
         budgets = sorted(config.bi_encoder_budgets.items())
         bi += "-" + "-".join(f"{field}{words}" for field, words in budgets)
+    if config.uses_bi_encoder and not config.bi_encoder_markers:
+        bi += "-plain"
     key = f"{digest.hexdigest()[:16]}-len{config.max_length}-from{first}-{bi}"
     return cache_dir / f"{key}.pt"
 
@@ -177,7 +186,7 @@ def build_cache(
         frozen = frozen_states(base, ids, first, config.infer_batch_size)
     bi_cosine = None
     if config.uses_bi_encoder:
-        bi = BiEncoder.load(max_length=config.max_length, pin_budgets=config.bi_encoder_budgets)
+        bi = BiEncoder.load(max_length=config.max_length, pin_view=config.bi_encoder_view())
         bi_cosine = bi.cosine(pairs.queries, pairs.pin_texts)
     progress(
         f"cached frozen layers 0..{first - 1} and bi-encoder cosine for {len(pairs.frame)} "
@@ -442,7 +451,7 @@ def train_teacher(
     timings["cache_seconds"] = cache_seconds
     bm25 = Bm25Stats.fit(pairs.pin_texts)
     bi = (
-        BiEncoder.load(max_length=config.max_length, pin_budgets=config.bi_encoder_budgets)
+        BiEncoder.load(max_length=config.max_length, pin_view=config.bi_encoder_view())
         if config.uses_bi_encoder
         else None
     )
@@ -508,6 +517,7 @@ def train_teacher(
         max_length=config.max_length,
         uses_bi_encoder=bi is not None,
         bi_encoder_budgets=config.bi_encoder_budgets if bi is not None else {},
+        bi_encoder_markers=config.bi_encoder_markers if bi is not None else True,
         created_at=datetime.now(UTC).isoformat(),
         data={
             "source": pairs.source,
