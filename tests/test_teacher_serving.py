@@ -191,8 +191,9 @@ def test_onnx_runtime_matches_eager_torch(tiny_teacher: Path, world: Path) -> No
         assert teacher.bi_encoder.pin_view == TINY.bi_encoder_view()
     eager = eager_teacher.predict(queries, pin_texts)
     onnx = onnx_teacher.predict(queries, pin_texts)
-    np.testing.assert_allclose(onnx.probs, eager.probs, atol=1e-5)
-    np.testing.assert_allclose(onnx.score, eager.score, atol=1e-5)
+    # the optimizer's fused ops sum in another order: float32 noise of ~1e-5
+    np.testing.assert_allclose(onnx.probs, eager.probs, atol=3e-5)
+    np.testing.assert_allclose(onnx.score, eager.score, atol=3e-5)
     assert onnx.label.tolist() == eager.label.tolist()
     for part in ("cross_encoder", "bi_encoder"):  # exported from the teacher's own weights
         assert onnx_file(tiny_teacher, part, "none").stat().st_size > 1_000_000
