@@ -91,7 +91,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             manifest = TeacherManifest.model_validate_json(
                 (Path(args.model) / MANIFEST).read_text()
             )
-            base = manifest.settings
+            base = manifest.recipe()
         config = _train_config(args, settings, base)
         result = cross_validate(
             pairs,

@@ -129,9 +129,19 @@ def test_bi_encoder_reads_the_pin_through_its_view(tokenizer) -> None:
 def test_a_teacher_trained_before_bi_encoder_views_reads_the_whole_pin_text() -> None:
     from serving.teacher.model import TeacherManifest
 
-    old = TeacherManifest(version="v1", scale=4, max_length=128, created_at="2026-12-01")
+    old = TeacherManifest(
+        version="v1",
+        scale=4,
+        max_length=128,
+        created_at="2026-12-01",
+        settings={"trainable_layers": 2, "epochs": 2},
+    )
     text = "title: oak desk | description: solid oak with two deep drawers"
     assert old.bi_encoder_view()(text) == text
+    # its CV reruns its own recipe: all six layers, the whole pin text
+    recipe = old.recipe()
+    assert recipe["cross_encoder_layers"] == 6 and recipe["trainable_layers"] == 2
+    assert recipe["bi_encoder_budgets"] == {} and recipe["bi_encoder_markers"] is True
 
 
 def test_cross_encoder_keeps_the_bottom_layers_it_is_asked_for() -> None:

@@ -65,6 +65,17 @@ class TeacherManifest(BaseModel):
         """What this teacher's bi-encoder reads of a pin text."""
         return PinView(self.bi_encoder_budgets, self.bi_encoder_markers)
 
+    def recipe(self) -> dict[str, object]:
+        """The training settings this teacher recorded, with what teachers trained before
+        a setting existed used: every MiniLM layer in the cross-encoder, and the
+        bi-encoder's view. A CV of `--model` reruns this recipe, not today's defaults."""
+        return {
+            "cross_encoder_layers": 6,
+            **self.settings,
+            "bi_encoder_budgets": self.bi_encoder_budgets,
+            "bi_encoder_markers": self.bi_encoder_markers,
+        }
+
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     import warnings

@@ -61,7 +61,7 @@ class TrainConfig(BaseModel):
     batch_size: int = 32
     learning_rate: float = 8e-5
     # Encoder layers fine-tuned (from the top); the rest stay MiniLM and their output is
-    # computed once and cached. 6 (all of MiniLM-L6) fine-tunes everything, uncached.
+    # computed once and cached. `cross_encoder_layers` fine-tunes everything, uncached.
     trainable_layers: int = 3
     # Encoder layers the cross-encoder keeps, bottom first (MiniLM has 6); fewer cost
     # proportionally less per pair at serving time.
