@@ -133,16 +133,16 @@ class CrossEncoder:
             ValueError: `layers` is below 1 or above the base's own layer count.
         """
         path = base or base_model_dir()
-        extra = {}
+        config = BertConfig.from_pretrained(str(path), num_labels=scale)
         if layers is not None:
-            available = BertConfig.from_pretrained(str(path)).num_hidden_layers
+            available = config.num_hidden_layers
             if not 1 <= layers <= available:
                 raise ValueError(
                     f"cross-encoder layers {layers}: the base {path.name} has {available}; "
                     f"keep between 1 and {available}"
                 )
-            extra["num_hidden_layers"] = layers
-        model = BertForSequenceClassification.from_pretrained(str(path), num_labels=scale, **extra)
+            config.num_hidden_layers = layers
+        model = BertForSequenceClassification.from_pretrained(str(path), config=config)
         return cls(model, load_tokenizer(path))
 
     @classmethod

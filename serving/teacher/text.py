@@ -135,7 +135,11 @@ def trim_pin_text(pin_text: str, budgets: Mapping[str, int], markers: bool = Tru
     Raises:
         ValueError: a budget names no field of `FIELDS` or is negative.
     """
-    check_budgets(budgets)
+    return PinView(budgets, markers)(pin_text)
+
+
+def _trim(pin_text: str, budgets: Mapping[str, int], markers: bool) -> str:
+    """`trim_pin_text` for budgets already checked (a `PinView`'s, once, not per pin)."""
     if not budgets and markers:
         return pin_text
     fields = split_pin_text(pin_text)
@@ -165,7 +169,7 @@ class PinView:
         check_budgets(self.budgets)
 
     def __call__(self, pin_text: str) -> str:
-        return trim_pin_text(pin_text, self.budgets, self.markers)
+        return _trim(pin_text, self.budgets, self.markers)
 
 
 def check_budgets(budgets: Mapping[str, int]) -> Mapping[str, int]:

@@ -146,8 +146,8 @@ class PairCache:
         )
 
 
-def start_layer(config: TrainConfig, layers: int = 6) -> int:
-    return max(0, layers - config.trainable_layers)
+def start_layer(config: TrainConfig) -> int:
+    return max(0, config.cross_encoder_layers - config.trainable_layers)
 
 
 def _cache_file(pairs: LabeledPairs, config: TrainConfig, first: int, cache_dir: Path) -> Path:
@@ -173,8 +173,7 @@ def build_cache(
     """Frozen-layer outputs and bi-encoder cosines for every row. With `cache_dir`, kept
     on disk keyed by the exact rows and settings, so reruns and CV skip the pass."""
     started = time.monotonic()
-    base = CrossEncoder.new(pairs.scale, layers=config.cross_encoder_layers)
-    first = start_layer(config, base.model.config.num_hidden_layers)
+    first = start_layer(config)
     path = _cache_file(pairs, config, first, cache_dir) if cache_dir else None
     if path is not None and path.is_file():
         saved = torch.load(path, weights_only=False)
@@ -182,6 +181,7 @@ def build_cache(
         return PairCache(**saved)
     frozen = None
     if first > 0:
+        base = CrossEncoder.new(pairs.scale, layers=config.cross_encoder_layers)
         ids = base.encode(pairs.queries, pairs.pin_texts, config.max_length)
         frozen = frozen_states(base, ids, first, config.infer_batch_size)
     bi_cosine = None
