@@ -21,6 +21,11 @@ CPU per pair: CPU milliseconds (user + system) per scored pair, of this process 
 in-process rows and of the Triton server with its Python backend stubs (from /proc) for the
 Triton rows; the client's own CPU is not counted. CPU time is what sizes CPU serving, and it
 moves much less with the machine's load than pairs/s does (the load average is recorded).
+
+Host speed: shared 2-core VMs run the same work 25% faster or slower from one minute to the
+next with no load of their own. Every run therefore times a fixed probe before and after (one
+forward pass of the teacher's int8 cross-encoder over 66 tokens, one thread, median of 200)
+and the CPU steal over the run: compare pairs/s of two runs only at similar probe times.
 `--device cuda` runs the in-process torch teacher on the GPU and Triton with the `gpu` model
 config (KIND_GPU, eager torch; `teacher export` writes it); pairs/s is then the GPU's capacity.
 There every path is eager torch, once per `--precision` (`triton.gpu_precision` when served).
@@ -37,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cpu import CpuMeter, machine_load
+from benchmarks.cpu import CpuMeter, cpu_ticks, machine_load
 from infra import triton
 from infra.config import Settings
 from infra.process import free_port, stop
@@ -45,6 +50,7 @@ from serving.client import TeacherClient
 from serving.teacher.data import load_pairs
 from serving.teacher.export import ExportOptions, export_teacher
 from serving.teacher.model import MANIFEST, Teacher, TeacherManifest
+from serving.teacher.onnx_runtime import export_onnx, onnx_file, session
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "crowdflower" / "train.parquet"
@@ -74,6 +80,23 @@ def in_process(teacher: Teacher, pool: PairPool, n: int, batch: int) -> dict:
         "cpu_ms_per_pair": cpu_s * 1000.0 / len(queries),
         "cores_used": cpu_s / elapsed,
     }
+
+
+def host_probe_ms(model: Path, tokens: int = 66, runs: int = 200) -> float:
+    """Median milliseconds of one int8 cross-encoder forward pass over `tokens` tokens on one
+    thread: how fast this machine is right now, whatever else the run measures."""
+    export_onnx(model, "int8")
+    probe = session(onnx_file(model, "cross_encoder", "int8"), threads=1)
+    ids = np.random.default_rng(0).integers(1000, 20000, (1, tokens)).astype(np.int64)
+    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    inputs["token_type_ids"] = (np.arange(tokens) >= 8).astype(np.int64)[None, :]
+    times = []
+    for i in range(runs + 20):
+        t0 = time.perf_counter()
+        probe.run(None, inputs)
+        if i >= 20:  # the first runs warm the allocator and the caches
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1000.0)
 
 
 class PairPool:
@@ -232,6 +255,8 @@ def main() -> None:
     manifest = TeacherManifest.model_validate_json((args.model / MANIFEST).read_text())
     results: dict[str, dict] = {}
     load_before = machine_load()
+    steal_before = cpu_ticks()
+    probe_before = host_probe_ms(args.model) if args.device == "cpu" else None
     precisions = args.precision.split(",") if args.device != "cpu" else ["fp32"]
     on_gpu = args.device != "cpu"
     if on_gpu:  # GPU instances run torch whatever the CPU runtime is
@@ -267,12 +292,21 @@ def main() -> None:
             finally:
                 stop(record)
     load_after = machine_load()
+    probe_after = host_probe_ms(args.model) if args.device == "cpu" else None
+    steal_after = cpu_ticks()
+    steal = (steal_after[0] - steal_before[0]) / max(steal_after[1] - steal_before[1], 1)
     print(
         f"teacher {manifest.version}; {args.pairs} unseen pairs per row from {args.data.name}; "
         f"torch threads {torch.get_num_threads()}; device {args.device}; "
         f"load average {load_before['load_avg_1_5_15']} -> {load_after['load_avg_1_5_15']} "
-        f"({load_before['at']} -> {load_after['at']}, {load_after['cpus']} cores)"
+        f"({load_before['at']} -> {load_after['at']}, {load_after['cpus']} cores); "
+        f"CPU steal {steal:.1%}"
     )
+    if probe_before is not None:
+        print(
+            f"host probe (int8 cross-encoder, 66 tokens, 1 thread): {probe_before:.2f} ms "
+            f"before, {probe_after:.2f} ms after"
+        )
     print(
         f"training: {manifest.timings.get('train_pairs_per_s', float('nan')):.1f} pairs/s "
         f"({manifest.settings.get('trainable_layers')} trainable layers, "
@@ -289,7 +323,13 @@ def main() -> None:
     if eager is not None:
         for name, r in results.items():
             print(f"{name}: {r['pairs_per_s'] / eager['pairs_per_s']:.2f}x in-process eager fp32")
-    summary = {"load_before": load_before, "load_after": load_after, "device": args.device}
+    summary = {
+        "load_before": load_before,
+        "load_after": load_after,
+        "device": args.device,
+        "cpu_steal": round(steal, 4),
+        "host_probe_ms": [probe_before, probe_after],
+    }
     print(json.dumps({**summary, "results": results}))
     if args.json:
         args.json.write_text(json.dumps({**summary, "results": results}, indent=2))

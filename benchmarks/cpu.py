@@ -71,6 +71,17 @@ def machine_load() -> dict[str, object]:
     }
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of the whole machine so far (/proc/stat's first line).
+
+    Steal is time the hypervisor ran someone else on this VM's cores: the difference of two
+    readings over the difference of their totals is the share of a run lost that way.
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user already).
+    return fields[7], sum(fields[:8])
+
+
 class CpuMeter:
     """CPU seconds a process tree spends between `start()` and `stop()`, with the machine's
     load at both ends."""

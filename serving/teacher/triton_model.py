@@ -22,6 +22,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "lib"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One instance per core: the tokenizer's own thread pool would only take the core of the
+# instance beside it (and burn CPU waking up for a few pairs at a time).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _parameter(config, name, default):
