@@ -7,8 +7,9 @@
 Measures in one run, on pairs drawn from the same data and machine:
 - in-process `Teacher.predict` in batches of 64 (pairs/s, per-batch p50/p99) for each
   `--in-process` path (default: eager torch fp32, ONNX fp32, ONNX int8);
-- through a real Triton server (gRPC, dynamic batching, one pair per request) at client
-  concurrency 1, 16 and 64 (pairs/s, per-request p50/p99) for each `--triton` path
+- through a real Triton server (gRPC, dynamic batching, one pair per request unless
+  `--request-pairs`) at client concurrency 1, 16 and 64 requests (pairs/s, per-request
+  p50/p99) for each `--triton` path
   (default: the platform's configured runtime/quantization, `triton.runtime/quantize`).
 
 Every measurement scores pairs that the teacher instance has not seen (disjoint rows for
@@ -119,10 +120,15 @@ class PairPool:
 
 
 async def through_triton(
-    settings: Settings, pool: PairPool, n: int, concurrency: int, server_pid: int
+    settings: Settings,
+    pool: PairPool,
+    n: int,
+    concurrency: int,
+    server_pid: int,
+    request_pairs: int = 1,
 ) -> dict:
     async with TeacherClient.from_settings(
-        settings, batch_size=1, max_in_flight=concurrency, timeout_s=300.0
+        settings, batch_size=request_pairs, max_in_flight=concurrency, timeout_s=300.0
     ) as client:
         await client.check()
         await client.score(*pool.take(concurrency))  # warm-up, on rows not measured
@@ -133,12 +139,13 @@ async def through_triton(
         async def one(i: int) -> None:
             async with slots:
                 t0 = time.perf_counter()
-                await client.score([queries[i]], [texts[i]])
+                end = i + request_pairs
+                await client.score(queries[i:end], texts[i:end])
                 latencies.append(time.perf_counter() - t0)
 
         meter = CpuMeter(server_pid).start()
         started = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(len(queries))))
+        await asyncio.gather(*(one(i) for i in range(0, len(queries), request_pairs)))
         elapsed = time.perf_counter() - started
         meter.stop()
     return {
@@ -207,7 +214,14 @@ def main() -> None:
     parser.add_argument("--columns", default="crowdflower")
     parser.add_argument("--pairs", type=int, default=512, help="pairs per measurement")
     parser.add_argument("--batch", type=int, default=64, help="in-process batch size")
-    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--concurrency", default="1,16,64", help="requests on the wire at once")
+    parser.add_argument(
+        "--request-pairs",
+        type=int,
+        default=1,
+        help="pairs per Triton request (1: every pair its own request; the labeler sends "
+        "labeler.request_rows)",
+    )
     configured = Settings().triton
     parser.add_argument(
         "--in-process",
@@ -286,8 +300,12 @@ def main() -> None:
             try:
                 for c in (int(x) for x in args.concurrency.split(",")):
                     name = f"Triton, {_name(runtime, quantize, precision)}, concurrency {c}"
+                    if args.request_pairs > 1:
+                        name += f" x {args.request_pairs} pairs"
                     results[name] = asyncio.run(
-                        through_triton(settings, pool, args.pairs, c, record.pid)
+                        through_triton(
+                            settings, pool, args.pairs, c, record.pid, args.request_pairs
+                        )
                     )
             finally:
                 stop(record)
