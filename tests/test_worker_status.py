@@ -8,6 +8,7 @@ rules are checked on status files written directly (no processes needed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -73,14 +74,19 @@ def sink_argv(table: str, *extra: str) -> list[str]:
     ]
 
 
-def start_sink(settings: Settings, table: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", *sink_argv(table, *extra)],
-        env=settings_env(settings),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def start_sink(
+    settings: Settings, table: str, *extra: str, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A sink process; its output goes to `log`, else to a pipe the caller must read (an
+    unread pipe fills up and blocks the sink)."""
+    with open(log, "ab") if log else contextlib.nullcontext(subprocess.PIPE) as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "infra.cli", *sink_argv(table, *extra)],
+            env=settings_env(settings),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def status_json(settings: Settings) -> tuple[int, dict[str, Any]]:
@@ -118,6 +124,7 @@ def test_parallel_sinks_are_both_listed_and_a_sigkilled_one_is_dead(fed_stack: S
             "2",
             "--worker-index",
             str(i),
+            log=settings.state_dir / f"ws_pair-{i}.log",
         )
         for i in range(2)
     ]
