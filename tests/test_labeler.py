@@ -530,3 +530,16 @@ def test_cache_survives_restart(tmp_path: Path) -> None:
     assert again.get_many([key, "other"])[key].score == 1.5
     assert again.hit_rate == 0.5
     assert os.path.getsize(tmp_path / "c.sqlite") > 0
+
+
+def test_the_labeler_and_a_backfill_share_one_cache_file(tmp_path: Path) -> None:
+    from serving.labeler.cache import CachedScore
+
+    key = cache_key("oak desk", "p1", input_hash("oak desk", "title: desk"), "v1")
+    live = ScoreCache.in_state_dir(tmp_path, memory_items=1)
+    live.put_many([(key, CachedScore(probs=[0.5, 0.5], score=1.5, label_scale=2))])
+    live.close()
+    backfill = ScoreCache.in_state_dir(tmp_path)
+    assert backfill.get_many([key])[key].score == 1.5
+    assert (tmp_path / "labeler" / "score-cache.sqlite").is_file()
+    backfill.close()

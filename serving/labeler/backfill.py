@@ -93,7 +93,7 @@ async def backfill(
     finally:
         await probe.close()
     scorer = TritonScorer.from_settings(settings, model_version=model_version, traffic="backfill")
-    cache = ScoreCache(settings.state_dir / "labeler" / "score-cache.sqlite")
+    cache = ScoreCache.in_state_dir(settings.state_dir)
     metrics = LabelerMetrics(settings, traffic="backfill")
     # One teacher call = one round of the backfill's in-flight requests: its latency is a
     # round trip, and its scores are cached before the next.

@@ -68,7 +68,24 @@ def cache_key(query: str, pin_id: str, text_hash: str, teacher_version: str) -> 
     return f"{teacher_version}\x1f{pin_id}\x1f{text_hash}\x1f{normalize_query(query)}"
 
 
+# Under the state directory: the live labeler and backfills share one cache.
+CACHE_FILE = Path("labeler") / "score-cache.sqlite"
+
+
 class ScoreCache:
+    @classmethod
+    def in_state_dir(cls, state_dir: Path, memory_items: int = 200_000) -> ScoreCache:
+        """The platform's score cache (`<state_dir>/labeler/score-cache.sqlite`).
+
+        Args:
+            state_dir: `settings.state_dir`.
+            memory_items: scores also kept in memory (LRU).
+
+        Returns:
+            The cache, its file created if missing.
+        """
+        return cls(Path(state_dir) / CACHE_FILE, memory_items)
+
     def __init__(self, path: Path, memory_items: int = 200_000) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -316,9 +316,7 @@ class Labeler:
         self.settings = settings
         self.cfg = settings.labeler
         self.scorer = scorer
-        self.cache = ScoreCache(
-            settings.state_dir / "labeler" / "score-cache.sqlite", self.cfg.cache_memory_items
-        )
+        self.cache = ScoreCache.in_state_dir(settings.state_dir, self.cfg.cache_memory_items)
         self.decoder: Decoder[EnrichedImpression] = Decoder(
             SOURCE_TOPIC, settings.decode, self.cfg.group_id
         )
