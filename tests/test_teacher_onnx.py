@@ -16,7 +16,7 @@ from serving.teacher.encoders import (
     pad_batch,
     unique_pairs,
 )
-from serving.teacher.onnx_runtime import check_choice, onnx_file
+from serving.teacher.onnx_runtime import check_choice, instance_numerics, onnx_file
 from serving.teacher.text import PinView
 
 
@@ -177,3 +177,13 @@ def test_fp16_is_refused_off_a_gpu(tmp_path) -> None:
             Teacher.load(tmp_path, device=device, runtime=runtime, precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of fp32, fp16"):
         Teacher.load(tmp_path, precision="bf16")
+
+
+@pytest.mark.parametrize(
+    ("on_gpu", "numerics"),
+    [(False, ("onnx", "int8", "fp32")), (True, ("torch", "none", "fp16"))],
+)
+def test_a_gpu_instance_runs_eager_torch_at_its_precision_a_cpu_one_the_runtime(
+    on_gpu: bool, numerics: tuple[str, str, str]
+) -> None:
+    assert instance_numerics(on_gpu, "onnx", "int8", "fp16") == numerics

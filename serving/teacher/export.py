@@ -38,7 +38,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 
 from serving.teacher.model import MANIFEST, TeacherManifest
-from serving.teacher.onnx_runtime import ONNX_DIR, ONNX_PARTS, export_onnx, onnx_file
+from serving.teacher.onnx_runtime import (
+    ONNX_DIR,
+    ONNX_PARTS,
+    export_onnx,
+    instance_numerics,
+    numerics_suffix,
+    onnx_file,
+)
 
 if TYPE_CHECKING:
     from infra.config import Settings
@@ -119,9 +126,10 @@ def served_version(trained: str, options: ExportOptions, kind: str) -> str:
     Returns:
         `trained`, plus `+<runtime>-int8` (CPU, int8) or `+fp16` (GPU, fp16).
     """
-    if kind == "KIND_GPU":
-        return f"{trained}+fp16" if options.gpu_precision == "fp16" else trained
-    return f"{trained}+{options.runtime}-int8" if options.quantize == "int8" else trained
+    numerics = instance_numerics(
+        kind == "KIND_GPU", options.runtime, options.quantize, options.gpu_precision
+    )
+    return trained + numerics_suffix(*numerics)
 
 
 def _config(

@@ -50,6 +50,28 @@ OPSET = 17
 _FALLBACK_HEADS, _FALLBACK_HIDDEN = 12, 384
 
 
+def instance_numerics(
+    on_gpu: bool, runtime: str, quantize: str, gpu_precision: str
+) -> tuple[str, str, str]:
+    """The (runtime, quantize, precision) a served instance runs: a GPU instance runs eager
+    torch at `gpu_precision` (onnxruntime here is the CPU build); a CPU instance runs
+    `runtime` with `quantize`, in fp32. The Triton model loads with it and the export
+    names the served teacher version after it (`numerics_suffix`).
+    """
+    if on_gpu:
+        return "torch", "none", gpu_precision
+    return runtime, quantize, "fp32"
+
+
+def numerics_suffix(runtime: str, quantize: str, precision: str) -> str:
+    """What labels of an instance running these numerics add to the trained teacher's
+    version: `+<runtime>-int8`, `+fp16`, or nothing (fp32 in any runtime: the ONNX graphs
+    agree with torch to ~1e-5)."""
+    if quantize == "int8":
+        return f"+{runtime}-int8"
+    return "+fp16" if precision == "fp16" else ""
+
+
 class OnnxExportError(RuntimeError):
     """A teacher's encoders could not be exported to ONNX (names the teacher and the part)."""
 

@@ -38,6 +38,7 @@ class TritonPythonModel:
 
         try:
             from serving.teacher.model import Teacher
+            from serving.teacher.onnx_runtime import instance_numerics
         except Exception as exc:
             # transformers' lazy imports hide the real cause; surface it in Triton's log.
             cause = exc.__cause__ or exc.__context__ or exc
@@ -52,11 +53,12 @@ class TritonPythonModel:
         if args.get("model_instance_kind") == "GPU":
             device = f"cuda:{args['model_instance_device_id']}"
         batch_size = int(_parameter(config, "teacher_batch_size", "64"))
-        # GPU instances run eager torch at `gpu_precision` (onnxruntime here is the CPU build).
-        on_cpu = device == "cpu"
-        quantize = _parameter(config, "quantize", "none") if on_cpu else "none"
-        runtime = _parameter(config, "runtime", "torch") if on_cpu else "torch"
-        precision = "fp32" if on_cpu else _parameter(config, "gpu_precision", "fp32")
+        runtime, quantize, precision = instance_numerics(
+            device != "cpu",
+            _parameter(config, "runtime", "torch"),
+            _parameter(config, "quantize", "none"),
+            _parameter(config, "gpu_precision", "fp32"),
+        )
         self.teacher = Teacher.load(
             HERE / "teacher",
             batch_size=batch_size,
