@@ -473,9 +473,6 @@ class IcebergSink:
                 "(--workers N --worker-index I), or a new --group"
             )
 
-    def _take(self, record: object) -> None:
-        self._take_many([record])
-
     def _take_many(self, records: Sequence[Any]) -> None:
         """Decode records (in offset order per partition) into the batch, committing
         whenever it reaches `batch_rows` rows: the same commits as one record at a time."""

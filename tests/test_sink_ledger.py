@@ -61,7 +61,7 @@ def feed(s: IcebergSink, partition: int, offsets: range, start: int | None = Non
     """Records as a consumer that sought to `start` (default: the first offset) reads them."""
     s.positions[partition] = offsets.start if start is None else start
     for offset in offsets:
-        s._take(record(partition, offset, impression(partition, offset)))
+        s._take_many([record(partition, offset, impression(partition, offset))])
 
 
 def ids(settings: Settings) -> list[str]:
@@ -174,7 +174,7 @@ def test_counts_add_up_to_the_records_consumed(settings: Settings) -> None:
     redelivered = sink(settings)
     feed(redelivered, 1, range(0, 30))
     for offset in range(30, 40):  # a producer retry resends rows already in the table
-        redelivered._take(record(1, offset, impression(0, offset)))
+        redelivered._take_many([record(1, offset, impression(0, offset))])
     redelivered.commit()
     for stats in (s.stats, redelivered.stats):
         assert stats.records_consumed == (
@@ -246,7 +246,7 @@ def test_gate_verdicts_follow_the_record_not_the_clock(tmp_path: Path) -> None:
     for offset, value in enumerate(values):
         rec = record(0, offset, value)
         rec.timestamp = int(produced.timestamp() * 1000)
-        s._take(rec)
+        s._take_many([rec])
     s.commit()
     assert s.stats.rows_committed == 29 and s.stats.rows_quarantined == 1
 
@@ -262,7 +262,7 @@ def test_overlapping_writers_leave_a_quarantined_row_in_quarantine_only_once(
     for s, upto in ((zombie, 20), (owner, 40)):
         s.positions[1] = 0
         for offset in range(upto):
-            s._take(record(1, offset, values[offset]))
+            s._take_many([record(1, offset, values[offset])])
     other_commits_first.append(zombie)
     owner.commit()
     catalog = open_catalog(settings)
