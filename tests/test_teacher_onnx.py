@@ -138,10 +138,12 @@ def test_a_teacher_trained_before_bi_encoder_views_reads_the_whole_pin_text() ->
     )
     text = "title: oak desk | description: solid oak with two deep drawers"
     assert old.bi_encoder_view()(text) == text
+    assert old.cross_encoder_view()(text) == text
     # its CV reruns its own recipe: all six layers, the whole pin text
     recipe = old.recipe()
     assert recipe["cross_encoder_layers"] == 6 and recipe["trainable_layers"] == 2
     assert recipe["bi_encoder_budgets"] == {} and recipe["bi_encoder_markers"] is True
+    assert recipe["cross_encoder_stopword_fields"] == []
 
 
 def test_cross_encoder_keeps_the_bottom_layers_it_is_asked_for() -> None:

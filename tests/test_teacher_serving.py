@@ -37,6 +37,7 @@ TINY = TrainConfig(
     trainable_layers=2,
     bi_encoder_budgets={"description": 3, "top_queries": 0},
     bi_encoder_markers=False,
+    cross_encoder_stopword_fields=["description", "caption"],
 )
 # The platform's default serving path (runtime, quantization) is what these tests serve.
 SERVED = TritonSettings()
@@ -187,8 +188,11 @@ def test_onnx_runtime_matches_eager_torch(tiny_teacher: Path, world: Path) -> No
     # the recipe's layers and bi-encoder view are recorded and applied by every runtime
     assert eager_teacher.manifest.bi_encoder_view() == TINY.bi_encoder_view()
     assert eager_teacher.cross_encoder.model.config.num_hidden_layers == 4
+    assert eager_teacher.manifest.cross_encoder_view() == TINY.cross_encoder_view()
+    assert "the" in eager_teacher.manifest.cross_encoder_stopwords
     for teacher in (eager_teacher, onnx_teacher):
         assert teacher.bi_encoder.pin_view == TINY.bi_encoder_view()
+        assert teacher.cross_encoder.pin_view == TINY.cross_encoder_view()
     eager = eager_teacher.predict(queries, pin_texts)
     onnx = onnx_teacher.predict(queries, pin_texts)
     # the optimizer's fused ops sum in another order: float32 noise of ~1e-5

@@ -10,9 +10,12 @@ from serving.teacher.lexical import LEXICAL_FEATURES, Bm25Stats, pair_features, 
 from serving.teacher.metrics import auroc_by_threshold, ndcg_at, qwk
 from serving.teacher.stacker import apply_thresholds, fit_stacker, fit_thresholds
 from serving.teacher.text import (
+    PinView,
     build_pin_text,
     check_budgets,
     clean_text,
+    drop_stopwords,
+    english_stopwords,
     split_pin_text,
     trim_pin_text,
 )
@@ -134,3 +137,26 @@ def test_column_presets_and_query_grouped_folds(tmp_path) -> None:
         assert len(set(folds[np.asarray(pairs.queries) == query])) == 1
     with pytest.raises(ValueError, match="missing column"):
         load_pairs(tmp_path / "world.parquet", "crowdflower")
+
+
+def test_drop_stopwords_ignores_case_and_punctuation_and_keeps_the_rest_as_written() -> None:
+    stop = frozenset({"the", "with", "a"})
+    text = "The Oak desk, with a drawer - 180° The end."
+    assert drop_stopwords(text, stop) == "Oak desk, drawer - 180° end."
+
+
+def test_a_view_drops_stop_words_only_in_its_fields_and_keeps_the_format() -> None:
+    text = build_pin_text(
+        title="The oak desk", description="Solid oak with the drawers", caption="a desk"
+    )
+    view = PinView(stopwords=english_stopwords(), stopword_fields=("description",))
+    assert view(text) == "title: The oak desk | caption: a desk | description: Solid oak drawers"
+    assert PinView()(text) == text
+    with pytest.raises(ValueError, match="unknown pin text field 'body'"):
+        PinView(stopword_fields=("body",))
+
+
+def test_english_stopwords_are_function_words_not_content() -> None:
+    words = english_stopwords()
+    assert {"the", "with", "your", "and", "of"} <= words
+    assert not {"oak", "desk", "waffle", "red"} & words

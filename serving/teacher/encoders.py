@@ -112,9 +112,16 @@ def unique_pairs(
 class CrossEncoder:
     """BERT with a classification head over the label scale; (query, pin_text) -> logits."""
 
-    def __init__(self, model: BertForSequenceClassification, tokenizer: PreTrainedTokenizerBase):
+    def __init__(
+        self,
+        model: BertForSequenceClassification,
+        tokenizer: PreTrainedTokenizerBase,
+        pin_view: PinView | None = None,
+    ):
         self.model = model
         self.tokenizer = tokenizer
+        # What the cross-encoder reads of a pin text; a teacher's manifest records it.
+        self.pin_view = pin_view or PinView()
 
     @classmethod
     def new(cls, scale: int, base: Path | None = None, layers: int | None = None) -> CrossEncoder:
@@ -155,9 +162,10 @@ class CrossEncoder:
         self.tokenizer.save_pretrained(str(path))
 
     def encode(self, queries: Sequence[str], pin_texts: Sequence[str], max_length: int):
+        """Token ids of each pair: the query, and the pin text as `pin_view` reads it."""
         return self.tokenizer(
             list(queries),
-            list(pin_texts),
+            [self.pin_view(t) for t in pin_texts],
             truncation="only_second",
             max_length=max_length,
             padding=False,

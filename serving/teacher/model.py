@@ -53,6 +53,11 @@ class TeacherManifest(BaseModel):
     # format. Teachers trained before these fields read the whole text, markers included.
     bi_encoder_budgets: dict[str, int] = Field(default_factory=dict)
     bi_encoder_markers: bool = True
+    # The fields whose stop words the cross-encoder does not read, and the stop word list
+    # it was trained with (serving reads this list, not the library's). Teachers trained
+    # before these fields read every word.
+    cross_encoder_stopword_fields: list[str] = Field(default_factory=list)
+    cross_encoder_stopwords: list[str] = Field(default_factory=list)
     created_at: str
     data: dict[str, object] = Field(default_factory=dict)
     settings: dict[str, object] = Field(default_factory=dict)
@@ -65,6 +70,13 @@ class TeacherManifest(BaseModel):
         """What this teacher's bi-encoder reads of a pin text."""
         return PinView(self.bi_encoder_budgets, self.bi_encoder_markers)
 
+    def cross_encoder_view(self) -> PinView:
+        """What this teacher's cross-encoder reads of a pin text."""
+        return PinView(
+            stopwords=frozenset(self.cross_encoder_stopwords),
+            stopword_fields=tuple(self.cross_encoder_stopword_fields),
+        )
+
     def recipe(self) -> dict[str, object]:
         """The training settings this teacher recorded, with what teachers trained before
         a setting existed used: every MiniLM layer in the cross-encoder, and the
@@ -74,6 +86,7 @@ class TeacherManifest(BaseModel):
             **self.settings,
             "bi_encoder_budgets": self.bi_encoder_budgets,
             "bi_encoder_markers": self.bi_encoder_markers,
+            "cross_encoder_stopword_fields": self.cross_encoder_stopword_fields,
         }
 
 
@@ -191,7 +204,9 @@ class Teacher:
                     "use runtime 'torch' on a GPU"
                 )
             export_onnx(path, quantize)
-            cross_encoder = OnnxCrossEncoder.load_onnx(path, quantize, threads)
+            cross_encoder = OnnxCrossEncoder.load_onnx(
+                path, quantize, threads, manifest.cross_encoder_view()
+            )
             if manifest.uses_bi_encoder:
                 bi = OnnxBiEncoder.load_onnx(
                     path,
@@ -203,6 +218,7 @@ class Teacher:
                 )
         else:
             cross_encoder = CrossEncoder.load(path / "cross_encoder")
+            cross_encoder.pin_view = manifest.cross_encoder_view()
             cross_encoder.model.to(device)
             if manifest.uses_bi_encoder:
                 bi = BiEncoder.load(

@@ -301,20 +301,32 @@ def _run(onnx_session, inputs: dict[str, np.ndarray], row_by_row: bool) -> np.nd
 class OnnxCrossEncoder(CrossEncoder):
     """The cross-encoder's forward pass in onnxruntime; tokenizing and batching as torch's."""
 
-    def __init__(self, tokenizer, onnx_session, num_labels: int, row_by_row: bool = False):
-        self.model = None
-        self.tokenizer = tokenizer
+    def __init__(
+        self,
+        tokenizer,
+        onnx_session,
+        num_labels: int,
+        row_by_row: bool = False,
+        pin_view: PinView | None = None,
+    ):
+        super().__init__(None, tokenizer, pin_view)
         self.session = onnx_session
         self._num_labels = num_labels
         self.row_by_row = row_by_row
 
     @classmethod
-    def load_onnx(cls, teacher_dir: Path, quantize: str, threads: int = 0) -> OnnxCrossEncoder:
+    def load_onnx(
+        cls,
+        teacher_dir: Path,
+        quantize: str,
+        threads: int = 0,
+        pin_view: PinView | None = None,
+    ) -> OnnxCrossEncoder:
         path = onnx_file(teacher_dir, "cross_encoder", quantize)
         onnx_session = session(path, threads)
         labels = int(onnx_session.get_outputs()[0].shape[-1])
         tokenizer = load_tokenizer(Path(teacher_dir) / "cross_encoder")
-        return cls(tokenizer, onnx_session, labels, row_by_row=quantize == "int8")
+        return cls(tokenizer, onnx_session, labels, quantize == "int8", pin_view)
 
     @property
     def num_labels(self) -> int:

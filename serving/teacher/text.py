@@ -138,38 +138,85 @@ def trim_pin_text(pin_text: str, budgets: Mapping[str, int], markers: bool = Tru
     return PinView(budgets, markers)(pin_text)
 
 
-def _trim(pin_text: str, budgets: Mapping[str, int], markers: bool) -> str:
+def _trim(
+    pin_text: str,
+    budgets: Mapping[str, int],
+    markers: bool,
+    stopwords: frozenset[str] = frozenset(),
+    stopword_fields: tuple[str, ...] = (),
+) -> str:
     """`trim_pin_text` for budgets already checked (a `PinView`'s, once, not per pin)."""
-    if not budgets and markers:
+    if not budgets and markers and not stopword_fields:
         return pin_text
     fields = split_pin_text(pin_text)
     parts = []
     for field, marker, _ in FIELDS:
         text = fields.get(field)
         budget = budgets.get(field)
+        if text and field in stopword_fields:
+            text = drop_stopwords(text, stopwords)
         if text and budget != 0:
             text = text if budget is None else _cut(text, budget)
             parts.append(f"{marker}: {text}" if markers else text)
     return (FIELD_SEPARATOR if markers else " ").join(parts)
 
 
+_NOT_WORD = re.compile(r"[^\w]+")
+
+
+def drop_stopwords(text: str, stopwords: frozenset[str]) -> str:
+    """`text` without the words in `stopwords` (matched lowercased, punctuation ignored:
+    "The" and "with," go, "180°" and "-" stay); the other words keep their form."""
+    kept = [w for w in text.split(" ") if _NOT_WORD.sub("", w.lower()) not in stopwords]
+    return " ".join(kept)
+
+
+def english_stopwords() -> frozenset[str]:
+    """scikit-learn's English stop words (318 function words). Needed only to train: a
+    teacher's manifest records the list its cross-encoder was trained with, and serving
+    reads that list, so the two cannot drift apart."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
+
+
 @dataclass(frozen=True)
 class PinView:
-    """What one model reads of a pin text: `trim_pin_text` with fixed budgets and format.
+    """What one model reads of a pin text: `trim_pin_text` with fixed budgets and format,
+    and the fields whose stop words it drops.
 
-    The default view is the pin text unchanged. A teacher's manifest records its
-    bi-encoder's view (`bi_encoder_budgets`, `bi_encoder_markers`), so serving reads pins
-    exactly as training did.
+    The default view is the pin text unchanged. A teacher's manifest records both
+    encoders' views (`bi_encoder_budgets`, `bi_encoder_markers`; the cross-encoder's
+    `cross_encoder_stopword_fields` with the `cross_encoder_stopwords` list), so serving
+    reads pins exactly as training did.
     """
 
     budgets: Mapping[str, int] = dataclasses.field(default_factory=dict)
     markers: bool = True
+    stopwords: frozenset[str] = frozenset()
+    # Fields whose words in `stopwords` are dropped (before any budget cut).
+    stopword_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_budgets(self.budgets)
+        check_fields(self.stopword_fields)
 
     def __call__(self, pin_text: str) -> str:
-        return _trim(pin_text, self.budgets, self.markers)
+        return _trim(pin_text, self.budgets, self.markers, self.stopwords, self.stopword_fields)
+
+
+def check_fields(fields: Sequence[str]) -> Sequence[str]:
+    """Refuse field names that `build_pin_text` does not write (names the fix).
+
+    Raises:
+        ValueError: an unknown field.
+    """
+    for field in fields:
+        if field not in _FIELD_NAMES:
+            raise ValueError(
+                f"unknown pin text field {field!r}: use one of {', '.join(_FIELD_NAMES)}"
+            )
+    return fields
 
 
 def check_budgets(budgets: Mapping[str, int]) -> Mapping[str, int]:
