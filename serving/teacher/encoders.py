@@ -124,7 +124,13 @@ class CrossEncoder:
         self.pin_view = pin_view or PinView()
 
     @classmethod
-    def new(cls, scale: int, base: Path | None = None, layers: int | None = None) -> CrossEncoder:
+    def new(
+        cls,
+        scale: int,
+        base: Path | None = None,
+        layers: int | None = None,
+        pin_view: PinView | None = None,
+    ) -> CrossEncoder:
         """An untrained cross-encoder: the base weights and a fresh head over `scale` labels.
 
         Args:
@@ -132,6 +138,7 @@ class CrossEncoder:
             base: the base weights' folder (default: the packaged all-MiniLM-L6-v2).
             layers: keep the bottom `layers` encoder layers of the base (None: all);
                 fewer layers cost proportionally less per token.
+            pin_view: what it reads of a pin text (default: the whole text).
 
         Returns:
             The cross-encoder.
@@ -150,12 +157,12 @@ class CrossEncoder:
                 )
             config.num_hidden_layers = layers
         model = BertForSequenceClassification.from_pretrained(str(path), config=config)
-        return cls(model, load_tokenizer(path))
+        return cls(model, load_tokenizer(path), pin_view)
 
     @classmethod
-    def load(cls, path: Path) -> CrossEncoder:
+    def load(cls, path: Path, pin_view: PinView | None = None) -> CrossEncoder:
         model = BertForSequenceClassification.from_pretrained(str(path))
-        return cls(model.eval(), load_tokenizer(path))
+        return cls(model.eval(), load_tokenizer(path), pin_view)
 
     def save(self, path: Path) -> None:
         self.model.save_pretrained(str(path))

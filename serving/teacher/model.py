@@ -217,8 +217,7 @@ class Teacher:
                     manifest.bi_encoder_view(),
                 )
         else:
-            cross_encoder = CrossEncoder.load(path / "cross_encoder")
-            cross_encoder.pin_view = manifest.cross_encoder_view()
+            cross_encoder = CrossEncoder.load(path / "cross_encoder", manifest.cross_encoder_view())
             cross_encoder.model.to(device)
             if manifest.uses_bi_encoder:
                 bi = BiEncoder.load(

@@ -205,8 +205,12 @@ class PinView:
         return _trim(pin_text, self.budgets, self.markers, self.stopwords, self.stopword_fields)
 
 
-def check_fields(fields: Sequence[str]) -> Sequence[str]:
+def check_fields(fields: Sequence[str], what: str = "") -> Sequence[str]:
     """Refuse field names that `build_pin_text` does not write (names the fix).
+
+    Args:
+        fields: field names.
+        what: what the names are for, to start the message with (e.g. "word budget for ").
 
     Raises:
         ValueError: an unknown field.
@@ -214,7 +218,7 @@ def check_fields(fields: Sequence[str]) -> Sequence[str]:
     for field in fields:
         if field not in _FIELD_NAMES:
             raise ValueError(
-                f"unknown pin text field {field!r}: use one of {', '.join(_FIELD_NAMES)}"
+                f"{what}unknown pin text field {field!r}: use one of {', '.join(_FIELD_NAMES)}"
             )
     return fields
 
@@ -225,12 +229,8 @@ def check_budgets(budgets: Mapping[str, int]) -> Mapping[str, int]:
     Raises:
         ValueError: an unknown field or a negative budget.
     """
+    check_fields(list(budgets), "word budget for ")
     for field, words in budgets.items():
-        if field not in _FIELD_NAMES:
-            raise ValueError(
-                f"word budget for unknown pin text field {field!r}: use one of "
-                f"{', '.join(_FIELD_NAMES)}"
-            )
         if not isinstance(words, int) or words < 0:
             raise ValueError(
                 f"word budget of {field!r} is {words!r}: give a whole number of words, "

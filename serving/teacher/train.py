@@ -198,8 +198,9 @@ def build_cache(
         return PairCache(**saved)
     frozen = None
     if first > 0:
-        base = CrossEncoder.new(pairs.scale, layers=config.cross_encoder_layers)
-        base.pin_view = config.cross_encoder_view()
+        base = CrossEncoder.new(
+            pairs.scale, layers=config.cross_encoder_layers, pin_view=config.cross_encoder_view()
+        )
         ids = base.encode(pairs.queries, pairs.pin_texts, config.max_length)
         frozen = frozen_states(base, ids, first, config.infer_batch_size)
     bi_cosine = None
@@ -462,8 +463,9 @@ def train_teacher(
         cache_started = time.monotonic()
         cache = build_cache(pairs, config, progress, cache_dir)
         cache_seconds = time.monotonic() - cache_started
-    ce = CrossEncoder.new(pairs.scale, layers=config.cross_encoder_layers)
-    ce.pin_view = config.cross_encoder_view()
+    ce = CrossEncoder.new(
+        pairs.scale, layers=config.cross_encoder_layers, pin_view=config.cross_encoder_view()
+    )
     val_logits, history, timings = finetune_cross_encoder(
         ce, train, val, config, progress, cache.subset(~is_val), cache.subset(is_val)
     )
