@@ -144,9 +144,9 @@ async def through_triton(
                 latencies.append(time.perf_counter() - t0)
 
         meter = CpuMeter(server_pid).start()
-        started = time.perf_counter()
+        started, client_cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(0, len(queries), request_pairs)))
-        elapsed = time.perf_counter() - started
+        elapsed, client_cpu = time.perf_counter() - started, time.process_time() - client_cpu
         meter.stop()
     return {
         "pairs_per_s": len(queries) / elapsed,
@@ -154,6 +154,7 @@ async def through_triton(
         "p99_ms": percentile(latencies, 99),
         "cpu_ms_per_pair": meter.cpu_s * 1000.0 / len(queries),
         "cores_used": meter.cpu_s / elapsed,
+        "client_cpu_ms_per_pair": client_cpu * 1000.0 / len(queries),
     }
 
 
@@ -210,6 +211,12 @@ def _name(runtime: str, quantize: str, precision: str = "fp32") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=ROOT / ".freshlabel/teachers/crowdflower")
+    parser.add_argument(
+        "--probe-model",
+        type=Path,
+        help="the teacher whose int8 cross-encoder graph times the host probe (default: "
+        "--model); keep one fixed to compare probes across teachers",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--columns", default="crowdflower")
     parser.add_argument("--pairs", type=int, default=512, help="pairs per measurement")
@@ -270,7 +277,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     load_before = machine_load()
     steal_before = cpu_ticks()
-    probe_before = host_probe_ms(args.model) if args.device == "cpu" else None
+    probe_before = host_probe_ms(args.probe_model or args.model) if args.device == "cpu" else None
     precisions = args.precision.split(",") if args.device != "cpu" else ["fp32"]
     on_gpu = args.device != "cpu"
     if on_gpu:  # GPU instances run torch whatever the CPU runtime is
@@ -310,7 +317,7 @@ def main() -> None:
             finally:
                 stop(record)
     load_after = machine_load()
-    probe_after = host_probe_ms(args.model) if args.device == "cpu" else None
+    probe_after = host_probe_ms(args.probe_model or args.model) if args.device == "cpu" else None
     steal_after = cpu_ticks()
     steal = (steal_after[0] - steal_before[0]) / max(steal_after[1] - steal_before[1], 1)
     print(
