@@ -20,13 +20,16 @@ docs/benchmarks.md.
 
 CPU per pair: CPU milliseconds (user + system) per scored pair, of this process for the
 in-process rows and of the Triton server with its Python backend stubs (from /proc) for the
-Triton rows; the client's own CPU is not counted. CPU time is what sizes CPU serving, and it
-moves much less with the machine's load than pairs/s does (the load average is recorded).
+Triton rows; the client's own CPU is not counted there but shown beside it (this process,
+which does nothing else meanwhile: on 2 cores it shares the cores with Triton). CPU time is
+what sizes CPU serving, and it moves much less with the machine's load than pairs/s does
+(the load average is recorded).
 
 Host speed: shared 2-core VMs run the same work 25% faster or slower from one minute to the
 next with no load of their own. Every run therefore times a fixed probe before and after (one
 forward pass of the teacher's int8 cross-encoder over 66 tokens, one thread, median of 200)
 and the CPU steal over the run: compare pairs/s of two runs only at similar probe times.
+`--probe-model` keeps the probe's graph fixed when comparing teachers whose graphs differ.
 `--device cuda` runs the in-process torch teacher on the GPU and Triton with the `gpu` model
 config (KIND_GPU, eager torch; `teacher export` writes it); pairs/s is then the GPU's capacity.
 There every path is eager torch, once per `--precision` (`triton.gpu_precision` when served).
@@ -337,12 +340,14 @@ def main() -> None:
         f"({manifest.settings.get('trainable_layers')} trainable layers, "
         f"max_length {manifest.max_length})"
     )
-    print("| path | pairs/s | p50 ms | p99 ms | CPU ms/pair | cores used |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| path | pairs/s | p50 ms | p99 ms | CPU ms/pair | cores used | client CPU ms/pair |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
+        client = r.get("client_cpu_ms_per_pair")
         print(
             f"| {name} | {r['pairs_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} "
-            f"| {r['cpu_ms_per_pair']:.1f} | {r['cores_used']:.2f} |"
+            f"| {r['cpu_ms_per_pair']:.1f} | {r['cores_used']:.2f} "
+            f"| {'-' if client is None else f'{client:.2f}'} |"
         )
     eager = next((r for n, r in results.items() if "eager torch fp32" in n), None)
     if eager is not None:
