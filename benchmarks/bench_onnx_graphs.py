@@ -24,15 +24,29 @@ from benchmarks.cpu import machine_load
 from serving.teacher.onnx_runtime import session
 
 
-def row(names: list[str], tokens: int) -> dict[str, np.ndarray]:
-    """One row of `tokens` random ids with the inputs a graph named `names` takes."""
+def row(names: list[str], tokens: int, segment_b: int = 6) -> dict[str, np.ndarray]:
+    """One row of `tokens` random ids (fixed seed), all attended, segment B from position
+    `segment_b`, with the inputs a graph whose inputs are `names` takes."""
     ids = np.random.default_rng(0).integers(1000, 20000, (1, tokens)).astype(np.int64)
     inputs = {
         "input_ids": ids,
         "attention_mask": np.ones_like(ids),
-        "token_type_ids": (np.arange(tokens) >= 6).astype(np.int64)[None, :],
+        "token_type_ids": (np.arange(tokens) >= segment_b).astype(np.int64)[None, :],
     }
     return {k: v for k, v in inputs.items() if k in names}
+
+
+def median_ms(onnx_session, inputs: dict[str, np.ndarray], runs: int, warmup: int) -> float:
+    """Median milliseconds of `runs` forward passes, after `warmup` untimed ones (they warm
+    the allocator and the caches)."""
+    for _ in range(warmup):
+        onnx_session.run(None, inputs)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        onnx_session.run(None, inputs)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1000.0
 
 
 def main() -> None:
@@ -50,14 +64,7 @@ def main() -> None:
         inputs = [row([i.name for i in s.get_inputs()], tokens) for s in sessions]
         for _ in range(args.rounds):
             for k, s in enumerate(sessions):
-                for _ in range(5):
-                    s.run(None, inputs[k])
-                times = []
-                for _ in range(args.runs):
-                    t0 = time.perf_counter()
-                    s.run(None, inputs[k])
-                    times.append(time.perf_counter() - t0)
-                medians[k].append(float(np.median(times)) * 1000.0)
+                medians[k].append(median_ms(s, inputs[k], args.runs, warmup=5))
         for graph, m in zip(args.graphs, medians, strict=True):
             results.append(
                 {

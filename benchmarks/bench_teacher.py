@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.bench_onnx_graphs import median_ms, row
 from benchmarks.cpu import CpuMeter, cpu_ticks, machine_load
 from infra import triton
 from infra.config import Settings
@@ -91,16 +92,8 @@ def host_probe_ms(model: Path, tokens: int = 66, runs: int = 200) -> float:
     thread: how fast this machine is right now, whatever else the run measures."""
     export_onnx(model, "int8")
     probe = session(onnx_file(model, "cross_encoder", "int8"), threads=1)
-    ids = np.random.default_rng(0).integers(1000, 20000, (1, tokens)).astype(np.int64)
-    inputs = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    inputs["token_type_ids"] = (np.arange(tokens) >= 8).astype(np.int64)[None, :]
-    times = []
-    for i in range(runs + 20):
-        t0 = time.perf_counter()
-        probe.run(None, inputs)
-        if i >= 20:  # the first runs warm the allocator and the caches
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1000.0)
+    inputs = row([i.name for i in probe.get_inputs()], tokens, segment_b=8)
+    return median_ms(probe, inputs, runs, warmup=20)
 
 
 class PairPool:

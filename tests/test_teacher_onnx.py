@@ -177,7 +177,7 @@ def test_cls_logits_equal_the_full_forward_pass_on_padded_batches(tokenizer, att
         ["title: Oak desk | description: a solid oak desk", "red shoes", "word " * 40],
         64,
     )
-    inputs = ce.collate(ids)  # rows of 12, 6 and 46 tokens: padding in every row but one
+    inputs = ce.collate(ids)  # rows of 16, 7 and 44 tokens: padding in every row but one
     with torch.inference_mode():
         full = model(**inputs).logits
         first_only = cls_logits(
