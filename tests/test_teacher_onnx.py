@@ -12,7 +12,6 @@ from serving.teacher.encoders import (
     BiEncoder,
     CrossEncoder,
     base_model_dir,
-    cls_logits,
     load_tokenizer,
     pad_batch,
     unique_pairs,
@@ -161,29 +160,6 @@ def test_cross_encoder_keeps_the_bottom_layers_it_is_asked_for() -> None:
             small.model.bert.encoder.layer[i].state_dict(),
             full.model.bert.encoder.layer[i].state_dict(),
         )
-
-
-@pytest.mark.parametrize("attention", ["eager", "sdpa"])
-def test_cls_logits_equal_the_full_forward_pass_on_padded_batches(tokenizer, attention) -> None:
-    from transformers import BertForSequenceClassification
-
-    torch.manual_seed(0)
-    ce = CrossEncoder.new(scale=4, layers=3)
-    model = BertForSequenceClassification.from_pretrained(
-        str(base_model_dir()), config=ce.model.config, attn_implementation=attention
-    ).eval()
-    ids = ce.encode(
-        ["oak desk", "red shoes", "a"],
-        ["title: Oak desk | description: a solid oak desk", "red shoes", "word " * 40],
-        64,
-    )
-    inputs = ce.collate(ids)  # rows of 16, 7 and 44 tokens: padding in every row but one
-    with torch.inference_mode():
-        full = model(**inputs).logits
-        first_only = cls_logits(
-            model, inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]
-        )
-    torch.testing.assert_close(first_only, full, atol=1e-5, rtol=1e-5)
 
 
 def test_unknown_runtime_or_quantization_is_refused(tmp_path) -> None:

@@ -396,48 +396,6 @@ def top_logits(
     return model.classifier(model.dropout(bert.pooler(hidden)))
 
 
-def _cls_layer(layer, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`layer`'s output at the first ([CLS]) position only, (batch, 1, hidden): the keys
-    and values still read every token of `mask` (1: token, 0: padding), the query, output
-    projection and feed-forward only the first one."""
-    attention = layer.attention.self
-    batch = hidden.shape[0]
-    heads, size = attention.num_attention_heads, attention.attention_head_size
-    first = hidden[:, :1]
-
-    def split(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(batch, -1, heads, size).transpose(1, 2)
-
-    scores = torch.matmul(
-        split(attention.query(first)), split(attention.key(hidden)).transpose(2, 3)
-    )
-    padding = (1.0 - mask[:, None, None, :].to(scores.dtype)) * torch.finfo(scores.dtype).min
-    scores = scores * attention.scaling + padding
-    context = torch.matmul(torch.softmax(scores, dim=-1), split(attention.value(hidden)))
-    context = context.transpose(1, 2).reshape(batch, 1, heads * size)
-    return layer.feed_forward_chunk(layer.attention.output(context, first))
-
-
-def cls_logits(
-    model: BertForSequenceClassification,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    token_type_ids: torch.Tensor,
-) -> torch.Tensor:
-    """The model's logits, computed as it computes them except that the last layer runs
-    for the [CLS] position only: the pooler and head read nothing else, so the result is
-    the same (to float rounding) for ~a layer's worth of feed-forward work less. The
-    served graphs are traced from this (`onnx_runtime._trace`).
-    """
-    bert = model.bert
-    hidden = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-    attn = _mask(bert, hidden, attention_mask)
-    *lower, last = bert.encoder.layer
-    for layer in lower:
-        hidden = layer(hidden, attn)
-    return model.classifier(model.dropout(bert.pooler(_cls_layer(last, hidden, attention_mask))))
-
-
 @torch.inference_mode()
 def cached_logits(
     model: BertForSequenceClassification,

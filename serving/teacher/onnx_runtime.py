@@ -6,13 +6,14 @@ served version folder, or on the first `Teacher.load(runtime="onnx")` of a direc
 has none. Nothing is downloaded. Each graph has dynamic batch and sequence axes, so the
 length-sorted batches of `encoders.py` are padded per batch exactly as with torch.
 
-- fp32: the traced graph, fused by onnxruntime's transformer optimizer (bias + GELU, skip
-  + LayerNorm); agrees with eager torch to ~1e-5 (tests/test_teacher_serving.py). The
-  cross-encoder is traced from `encoders.cls_logits`: its last layer runs for the [CLS]
-  position only, the one its pooler reads (-17 to -20% of its time at 55 tokens).
-- int8: the fp32 graph with every weight MatMul quantized dynamically (weights int8 per
-  output channel, activations uint8 scaled by each input's own range; the attention's
-  activation x activation products stay fp32). Labels can move, so its quality is
+- fp32: the graph `onnx_graph.bert_graph` builds from the weights, onnxruntime's fused
+  kernels by construction; agrees with eager torch to ~1e-5 (tests/test_teacher_onnx.py,
+  tests/test_teacher_serving.py). The cross-encoder's last layer runs for the [CLS]
+  position only, the one its pooler reads.
+- int8: the fp32 graph with every weight product quantized dynamically (weights int8 per
+  output channel, activations uint8 scaled by each input's own range; each `Attention`
+  becomes a `QAttention`; the attention's activation x activation products and the
+  embedding tables stay fp32). Labels can move, so its quality is
   measured by cross-validation with the int8 graphs scoring the held-out rows
   (`teacher eval --cv 3 --runtime onnx --quantize int8`; docs/teacher.md has the figures).
 
@@ -32,12 +33,11 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from serving.teacher.encoders import BiEncoder, CrossEncoder, cls_logits, load_tokenizer
+from serving.teacher.encoders import BiEncoder, CrossEncoder, load_tokenizer
 from serving.teacher.text import PinView
 
 RUNTIMES = ("torch", "onnx")
@@ -47,9 +47,6 @@ PRECISIONS = ("fp32", "fp16")
 ONNX_DIR = "onnx"
 # The teacher's parts that run as ONNX graphs (each a folder of the teacher directory).
 ONNX_PARTS = ("cross_encoder", "bi_encoder")
-OPSET = 17
-# all-MiniLM-L6-v2: 12 heads over 384 hidden units (the optimizer's fusion patterns need them).
-_FALLBACK_HEADS, _FALLBACK_HIDDEN = 12, 384
 
 
 def instance_numerics(
@@ -108,77 +105,21 @@ def _parts(teacher_dir: Path) -> list[str]:
     return [p for p in ONNX_PARTS if (Path(teacher_dir) / p).is_dir()]
 
 
-def _trace(part: str, source: Path, target: Path) -> tuple[int, int]:
-    """Export one encoder to `target` (fp32); returns (attention heads, hidden size)."""
-    import torch
+def _build(part: str, source: Path, target: Path) -> None:
+    """Write one encoder's fp32 graph to `target`, built from its weights (`onnx_graph`)."""
+    import onnx
     from transformers import BertForSequenceClassification, BertModel
 
-    # Eager attention traces to plain MatMul/Softmax ops that every runtime fuses.
+    from serving.teacher.onnx_graph import bert_graph
+
     if part == "cross_encoder":
-        model = BertForSequenceClassification.from_pretrained(
-            str(source), attn_implementation="eager"
-        ).eval()
-
-        class Wrapped(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                return cls_logits(self.model, input_ids, attention_mask, token_type_ids)
-
-        names = ["input_ids", "attention_mask", "token_type_ids"]
-        output = "logits"
-        config = model.config
+        model = BertForSequenceClassification.from_pretrained(str(source)).eval()
+        bert, head = model.bert, "cross"
+        classifier = {k: v.detach().numpy() for k, v in model.classifier.state_dict().items()}
     else:
-        bert = BertModel.from_pretrained(str(source), attn_implementation="eager").eval()
-
-        class Wrapped(torch.nn.Module):  # type: ignore[no-redef]
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = bert
-
-            def forward(self, input_ids, attention_mask):
-                hidden = self.model(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    token_type_ids=torch.zeros_like(input_ids),
-                ).last_hidden_state
-                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1)
-                return torch.nn.functional.normalize(pooled, dim=-1)
-
-        names = ["input_ids", "attention_mask"]
-        output = "embedding"
-        config = bert.config
-    example = tuple(torch.ones((2, 8), dtype=torch.long) for _ in names)
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes[output] = {0: "batch"}
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches
-        torch.onnx.export(
-            Wrapped().eval(),
-            example,
-            str(target),
-            input_names=names,
-            output_names=[output],
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    heads = int(getattr(config, "num_attention_heads", _FALLBACK_HEADS))
-    hidden = int(getattr(config, "hidden_size", _FALLBACK_HIDDEN))
-    return heads, hidden
-
-
-def _optimize(source: Path, target: Path, heads: int, hidden: int) -> None:
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
-    optimized = optimize_model(
-        str(source), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1
-    )
-    optimized.save_model_to_file(str(target))
+        bert, head, classifier = BertModel.from_pretrained(str(source)).eval(), "bi", None
+    state = {k: v.detach().numpy() for k, v in bert.state_dict().items()}
+    onnx.save(bert_graph(state, bert.config, head, classifier), str(target))
 
 
 def _quantize(source: Path, target: Path) -> None:
@@ -194,6 +135,9 @@ def _quantize(source: Path, target: Path) -> None:
             str(target),
             weight_type=QuantType.QInt8,
             per_channel=True,
+            # The weight products and each Attention (-> QAttention, one Q|K|V product);
+            # the embedding tables stay fp32 (a lookup costs the same either way).
+            op_types_to_quantize=["MatMul", "Attention"],
             extra_options={
                 # Only weight MatMuls: quantizing the attention's Q.K^T and P.V products
                 # too costs far more accuracy (cosine to fp32 0.93, not 0.99, on real pins).
@@ -240,9 +184,7 @@ def export_onnx(
                 ready = [onnx_file(d, part, "none") for d in (out_dir, teacher_dir)]
                 final = next((f for f in ready if f.is_file()), work / "fp32.onnx")
                 if not final.is_file():
-                    heads, hidden = _trace(part, teacher_dir / part, work / "traced.onnx")
-                    _optimize(work / "traced.onnx", work / "fp32.onnx", heads, hidden)
-                    final = work / "fp32.onnx"
+                    _build(part, teacher_dir / part, final)
                 if quantize == "int8":
                     _quantize(final, work / "int8.onnx")
                     final = work / "int8.onnx"
