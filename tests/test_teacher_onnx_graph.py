@@ -95,13 +95,8 @@ def test_int8_quantizes_the_weight_products_and_keeps_the_embeddings_fp32(cross_
 
 
 def test_configurations_outside_the_recipe_are_refused():
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=100,
-    )
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config.intermediate_size, config.vocab_size = 64, 100  # a tiny random BERT
     state = numpy_state(BertModel(config))
     with pytest.raises(GraphBuildError, match="head must be one of cross, bi, not 'colbert'"):
         bert_graph(state, config, "colbert")  # type: ignore[arg-type]
