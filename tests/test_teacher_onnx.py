@@ -189,3 +189,23 @@ def test_a_gpu_instance_runs_eager_torch_at_its_precision_a_cpu_one_the_runtime(
     on_gpu: bool, numerics: tuple[str, str, str]
 ) -> None:
     assert instance_numerics(on_gpu, "onnx", "int8", "fp16") == numerics
+
+
+def test_the_served_code_snapshot_holds_every_teacher_module_it_imports() -> None:
+    # A served version runs its own copy of RUNTIME_MODULES (`lib/`); a module imported
+    # only lazily (e.g. the graph builder, when a version lacks its graphs) must be there.
+    import ast
+
+    from serving.teacher.export import RUNTIME_MODULES, TEACHER_CODE
+
+    needed = set()
+    for name in RUNTIME_MODULES:
+        for node in ast.walk(ast.parse((TEACHER_CODE / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "serving.teacher."
+            ):
+                needed.add(node.module.rsplit(".", 1)[-1] + ".py")
+    assert needed, "no serving.teacher imports found: the check reads the wrong files"
+    assert needed <= set(RUNTIME_MODULES), (
+        f"missing from the snapshot: {needed - set(RUNTIME_MODULES)}"
+    )

@@ -58,6 +58,7 @@ RUNTIME_MODULES = (
     "lexical.py",
     "metrics.py",
     "model.py",
+    "onnx_graph.py",
     "onnx_runtime.py",
     "stacker.py",
     "text.py",
