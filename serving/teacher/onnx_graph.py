@@ -53,19 +53,23 @@ class _Graph:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: dict[str, onnx.TensorProto] = {}
 
-    def const(self, name: str, value: np.ndarray) -> str:
-        if name not in self.initializers:
-            self.initializers[name] = numpy_helper.from_array(np.ascontiguousarray(value), name)
+    def _add(self, name: str, value: np.ndarray) -> str:
+        self.initializers[name] = numpy_helper.from_array(np.ascontiguousarray(value), name)
         return name
 
     def weight(self, name: str, value: np.ndarray) -> str:
-        return self.const(name, np.asarray(value, dtype=np.float32))
+        """A float32 initializer; each weight has its own name (a reused one would
+        silently stand for the first tensor given it)."""
+        if name in self.initializers:
+            raise GraphBuildError(f"initializer {name!r} written twice: give each weight a name")
+        return self._add(name, np.asarray(value, dtype=np.float32))
 
     def axes(self, *values: int) -> str:
-        return self.const(
-            "axes_" + "_".join(str(v).replace("-", "m") for v in values),
-            np.asarray(values, dtype=np.int64),
-        )
+        """An int64 constant of `values`, shared by every node that asks for the same."""
+        name = "axes_" + "_".join(str(v).replace("-", "m") for v in values)
+        if name in self.initializers:
+            return name
+        return self._add(name, np.asarray(values, dtype=np.int64))
 
     def op(
         self,
