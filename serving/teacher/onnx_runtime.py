@@ -7,7 +7,7 @@ has none. Nothing is downloaded. Each graph has dynamic batch and sequence axes,
 length-sorted batches of `encoders.py` are padded per batch exactly as with torch.
 
 - fp32: the graph `onnx_graph.bert_graph` builds from the weights, onnxruntime's fused
-  kernels by construction; agrees with eager torch to ~1e-5 (tests/test_teacher_onnx.py,
+  kernels by construction; agrees with eager torch to ~1e-5 (tests/test_teacher_onnx_graph.py,
   tests/test_teacher_serving.py). The cross-encoder's last layer runs for the [CLS]
   position only, the one its pooler reads.
 - int8: the fp32 graph with every weight product quantized dynamically (weights int8 per
