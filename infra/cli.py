@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "quality.cli",
     "serving.cli",
     "serving.labeler.cli",
+    "serving.student.cli",
     "infra.deploy.cli",
     "streams.dlq_cli",
 )

@@ -568,6 +568,10 @@ class DemoSettings(BaseModel):
     # another seed's world (a stand-in for human judgements).
     quick_teacher_rows: int = 1_500
     quick_teacher_epochs: int = 2
+    # The small student run at the end: trained on this share of the labeled impressions
+    # (the oldest), evaluated on the rest; its training set is written to this table.
+    student_train_share: float = Field(default=0.7, gt=0, lt=1)
+    student_table: str = "students_demo"
     # The demo stops each worker once everything upstream of it is through; a stage that
     # makes no progress for this many seconds is stopped where it is (the report shows what
     # is missing).

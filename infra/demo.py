@@ -197,6 +197,10 @@ def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
 
     log("measuring against the generator's truth")
     report = _measure(s, generated.counts, labeler_stats)
+    log("training a small student on the labels (the full study: benchmarks/bench_students.py)")
+    report["student"] = _student(s, work, report["labels_by_version"])
+    for key in ("student_truth_qwk", "student_teacher_qwk", "student_pairs_per_s"):
+        report[key] = report["student"].get(key)
     # After measuring: the burst writes its own (bad) rows into the same tables.
     log("injecting a burst of bad data through the quality gate")
     from quality.demo_burst import inject_bad_burst
@@ -398,6 +402,51 @@ def _measure(s: Settings, produced: dict[str, int], labeler: dict[str, Any]) -> 
     }
 
 
+def _student(s: Settings, work: Path, labels_by_version: dict[str, int]) -> dict[str, Any]:
+    """A student distilled from the demo's labels: trained on the first 70% of the
+    impressions (by event time), evaluated on the rest against the truth and the teacher."""
+    from serving.dataset import build_training_set
+    from serving.student.evaluate import evaluate_student
+    from serving.student.model import StudentConfig
+    from serving.student.train import train_from_table
+
+    if not labels_by_version:
+        return {"skipped": "no labels in Iceberg"}
+    version = max(labels_by_version, key=lambda v: labels_by_version[v])
+    table = s.demo.student_table
+    rows = build_training_set(s, version, table)
+    times = sorted(
+        open_catalog(s)
+        .load_table(f"{s.catalog.namespace}.{table}")
+        .scan(selected_fields=("event_time",))
+        .to_arrow()
+        .column("event_time")
+        .to_pylist()
+    )
+    until = times[int(s.demo.student_train_share * len(times))]
+    out = work / "student"
+    teacher_dir = Path(s.teacher.model_dir)  # type: ignore[arg-type]
+    student = train_from_table(
+        s, table, out, teacher_dir, version, until, StudentConfig(), version="student-demo"
+    )
+    report = evaluate_student(s, out, table, teacher_dir, truth_dir=s.generator.truth_dir)
+    return {
+        "dir": str(out),
+        "version": student.version,
+        "teacher_version": version,
+        "training_rows": student.manifest.training["rows"],
+        "training_set_rows": rows,
+        "evaluated_rows": report["rows"],
+        "student_truth_qwk": report["vs_truth"]["student"]["qwk"],
+        "student_truth_ndcg10": report["vs_truth"]["student"]["ndcg10"],
+        "teacher_truth_qwk": report["vs_truth"]["teacher"]["qwk"],
+        "bi_cosine_truth_ndcg10": report["vs_truth"]["bi_cosine"]["ndcg10"],
+        "student_teacher_qwk": report["vs_teacher"]["qwk"],
+        "student_pairs_per_s": report["serving"]["pairs_per_s"],
+        "student_request_p99_ms": report["serving"]["request_p99_ms"],
+    }
+
+
 def _hit_rate(labeler: dict[str, Any]) -> float | None:
     rows = labeler.get("rows") or 0
     return round(labeler.get("cache_hits", 0) / rows, 4) if rows else None
@@ -435,6 +484,13 @@ def print_report(report: dict[str, Any]) -> None:
         f"teacher vs truth     exact {agreement['exact']}, within one grade "
         f"{agreement['within_one']}, QWK {agreement['qwk']} on {agreement['pairs']} labels"
     )
+    student = report.get("student") or {}
+    if "student_truth_qwk" in student:
+        print(
+            f"student              QWK {student['student_truth_qwk']} vs truth, "
+            f"{student['student_teacher_qwk']} vs teacher on {student['evaluated_rows']} later "
+            f"impressions; {student['student_pairs_per_s']:,.0f} pairs/s on CPU"
+        )
     print(f"quality alerts       {report['dq_alerts']}")
     print(f"quarantined rows     {report['quarantined_rows']} (report: {report['dq_report']})")
     print("sample enriched rows:")

@@ -15,7 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression, EqualTo, GreaterThanOrEqual
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    And,
+    BooleanExpression,
+    EqualTo,
+    GreaterThanOrEqual,
+    LessThan,
+)
 from torch.utils.data import IterableDataset, get_worker_info
 
 from infra.catalog import ensure_namespace, ensure_table, open_catalog
@@ -92,6 +99,16 @@ class TrainingSetDataset(IterableDataset):  # type: ignore[type-arg]
     """Streams a training-set table as batches of dicts (lists of text, tensors of labels).
 
     With several DataLoader workers each reads a disjoint share of the table's files.
+
+    Args:
+        settings: the platform settings (catalog).
+        table: the training-set table's name in the platform namespace.
+        teacher_version: only this version's labels (default: every version's).
+        batch_size: rows per yielded batch.
+        with_text: add `pin_text`, the text the teacher read (`build_pin_text`).
+        snapshot_id: read this Iceberg snapshot (default: the current one), so a model
+            trained from it can be rebuilt exactly.
+        since, until: only impressions with `since <= event_time < until`.
     """
 
     def __init__(
@@ -101,12 +118,18 @@ class TrainingSetDataset(IterableDataset):  # type: ignore[type-arg]
         teacher_version: str | None = None,
         batch_size: int = 256,
         with_text: bool = True,
+        snapshot_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> None:
         self.settings = settings
         self.table = table
         self.teacher_version = teacher_version
         self.batch_size = batch_size
         self.with_text = with_text
+        self.snapshot_id = snapshot_id
+        self.since = since
+        self.until = until
 
     def _files(self) -> list[Any]:
         table = open_catalog(self.settings).load_table(
@@ -115,7 +138,11 @@ class TrainingSetDataset(IterableDataset):  # type: ignore[type-arg]
         row_filter: BooleanExpression = AlwaysTrue()
         if self.teacher_version is not None:
             row_filter = And(row_filter, EqualTo("teacher_version", self.teacher_version))
-        scan = table.scan(row_filter=row_filter)
+        if self.since is not None:
+            row_filter = And(row_filter, GreaterThanOrEqual("event_time", self.since.isoformat()))
+        if self.until is not None:
+            row_filter = And(row_filter, LessThan("event_time", self.until.isoformat()))
+        scan = table.scan(row_filter=row_filter, snapshot_id=self.snapshot_id)
         tasks = sorted(scan.plan_files(), key=lambda t: t.file.file_path)
         worker = get_worker_info()
         if worker is not None:
@@ -153,6 +180,10 @@ class TrainingSetDataset(IterableDataset):  # type: ignore[type-arg]
         columns = table.to_pydict()
         out: dict[str, Any] = {
             "impression_id": columns["impression_id"],
+            "pin_id": columns["pin_id"],
+            "event_time": columns["event_time"],
+            "locale": columns["locale"],
+            "teacher_version": columns["teacher_version"],
             "query": columns["query"],
             "probs": torch.tensor(columns["probs"], dtype=torch.float32),
             "label": torch.tensor(columns["label"], dtype=torch.long),

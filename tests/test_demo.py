@@ -56,5 +56,11 @@ def test_demo_runs_the_whole_platform_and_reports(settings: Settings) -> None:
     assert report["freshness_lag_p95_s"] is not None
     assert report["teacher_truth_agreement"]["pairs"] == report["labels_rows"]
     assert report["dq_alerts"] and report["quarantined_rows"] > 0
+    # The small student run: distilled from the labels, judged on later impressions.
+    student = report["student"]
+    assert student["teacher_version"] == report["teacher"]["served_version"]
+    assert 0 < student["evaluated_rows"] < student["training_set_rows"]
+    assert -1 <= report["student_truth_qwk"] <= 1 and report["student_teacher_qwk"] > 0
+    assert report["student_pairs_per_s"] > 0
     for key in ("dlq_records", "rows_in_iceberg"):
         assert key in report

@@ -24,12 +24,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from serving.teacher.encoders import BiEncoder
 from serving.teacher.lexical import LEXICAL_FEATURES, Bm25Stats, lexical_matrix
-from serving.teacher.model import MANIFEST, TeacherManifest
+
+if TYPE_CHECKING:  # torch and transformers stay out of a served student's imports
+    from serving.teacher.encoders import BiEncoder
+    from serving.teacher.model import TeacherManifest
 
 FEATURE_SET_VERSION = "1"
 PAIR_FEATURES: tuple[str, ...] = ("bi_cosine", *LEXICAL_FEATURES)
@@ -69,9 +72,7 @@ class StudentInputs:
 
     def take(self, rows: np.ndarray | Sequence[int]) -> StudentInputs:
         rows = np.asarray(rows)
-        return StudentInputs(
-            self.query_embedding[rows], self.pin_embedding[rows], self.pair[rows]
-        )
+        return StudentInputs(self.query_embedding[rows], self.pin_embedding[rows], self.pair[rows])
 
     @classmethod
     def concat(cls, parts: Sequence[StudentInputs]) -> StudentInputs:
@@ -102,14 +103,13 @@ def pair_features(
     return StudentInputs(q, p, np.column_stack([cosine, lexical]))
 
 
-def _digest(*paths: Path) -> str:
+def _digest(path: Path) -> str:
+    """A short content hash of a file, or of a folder's files (names and bytes)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     h = hashlib.sha256()
-    for path in paths:
-        for file in sorted(p for p in Path(path).rglob("*") if p.is_file()) if path.is_dir() else [
-            path
-        ]:
-            h.update(file.name.encode())
-            h.update(file.read_bytes())
+    for file in files:
+        h.update(file.name.encode())
+        h.update(file.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -154,6 +154,8 @@ class Featurizer:
             FileNotFoundError: `teacher_dir` is not a teacher directory.
             ValueError: the teacher has no bi-encoder (students read its embeddings).
         """
+        from serving.teacher.encoders import BiEncoder
+        from serving.teacher.model import MANIFEST, TeacherManifest
         from serving.teacher.onnx_runtime import OnnxBiEncoder, export_onnx
 
         teacher_dir = Path(teacher_dir)

@@ -97,9 +97,7 @@ class Student:
         pair_scale: np.ndarray,
     ) -> None:
         self.manifest = manifest
-        self.weights = [
-            (np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in weights
-        ]
+        self.weights = [(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in weights]
         self.pair_mean = np.asarray(pair_mean, np.float32)
         self.pair_scale = np.asarray(pair_scale, np.float32)
 
@@ -270,7 +268,11 @@ def train_student(
     layers: list[torch.nn.Module] = []
     width = x_all.shape[1]
     for hidden in config.hidden:
-        layers += [torch.nn.Linear(width, hidden), torch.nn.ReLU(), torch.nn.Dropout(config.dropout)]
+        layers += [
+            torch.nn.Linear(width, hidden),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(config.dropout),
+        ]
         width = hidden
     layers.append(torch.nn.Linear(width, scale))
     net = torch.nn.Sequential(*layers)
@@ -310,7 +312,9 @@ def train_student(
     assert best is not None
     net.load_state_dict(best[2])
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
-    weights = [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears]
+    weights = [
+        (m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy()) for m in linears
+    ]
     now = datetime.now(UTC)
     manifest = StudentManifest(
         version=version or f"student-{now:%Y%m%d%H%M%S}",

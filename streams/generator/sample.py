@@ -20,7 +20,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infra.config import Settings
-from schemas import BoardSave, Engagement, Event, Impression, PinCaption, PinContent
+from schemas import (
+    BoardSave,
+    Engagement,
+    EnrichedImpression,
+    Event,
+    Impression,
+    PinCaption,
+    PinContent,
+)
 from streams.generator.timeline import Timeline
 
 SAMPLE_SCHEMA = pa.schema(
@@ -155,6 +163,36 @@ class SampleCollector:
             keep = sorted(random.Random(self._rng.random()).sample(range(len(rows)), self.rows))
             rows = [rows[i] for i in keep]
         return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
+
+
+def enriched_impressions(
+    settings: Settings, share: float = 1.0
+) -> Iterator[tuple[EnrichedImpression, int]]:
+    """Every impression of the world of `settings.generator` (no Kafka), or a seeded `share`
+    of them, as the enrichment job would write it (the pin's features as of the impression's
+    time), with its hidden grade. For tests and benchmarks that need a world's enriched rows
+    without the stream stack."""
+    timeline = Timeline(settings.generator)
+    world = timeline.world
+    flink = settings.flink
+    tracker = FeatureTracker(
+        flink.top_queries_k, timedelta(days=flink.top_queries_window_days), flink.top_boards_k
+    )
+    rng = random.Random(f"freshlabel/enriched/{settings.generator.seed}")
+    for event in timeline.events():
+        if not isinstance(event, Impression):
+            tracker.observe(event)
+            continue
+        if share < 1.0 and rng.random() >= share:
+            continue
+        grade = timeline.relevance.grade(
+            world.query_by_text[event.query], world.pin_by_id[event.pin_id]
+        )
+        row = EnrichedImpression(
+            **event.model_dump(),
+            **tracker.features(event.pin_id, event.event_time),
+        )
+        yield row, grade
 
 
 def observed(events: Iterable[Event], *watchers: Any) -> Iterator[Event]:
