@@ -17,7 +17,9 @@ exponential backoff. Errors name the server, the model and what to do:
 `TeacherUnavailable` (server down or unreachable), `TeacherVersionMissing` (the model or
 the requested version is not served). Every result carries the Triton version number
 that produced it and the teacher version that number maps to (config parameters written
-by `freshlabel teacher export`).
+by `freshlabel teacher export`). `score(..., embeddings=True)` also asks for the teacher's
+bi-encoder embeddings of each pair (the labeler's student drift monitor reads them); every
+request names the outputs it wants, so the others are never computed into a response.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class TeacherVersionMissing(TeacherClientError):
     """Triton answers but does not serve the model or the requested version."""
 
 
+# What every request asks for; `score(..., embeddings=True)` adds EMBEDDING_OUTPUTS. A
+# request naming no outputs would get every declared one, embeddings included.
+LABEL_OUTPUTS = ("probs", "score", "label")
+EMBEDDING_OUTPUTS = ("query_embedding", "pin_embedding")
+
+
 @dataclass(frozen=True, slots=True)
 class TeacherLabel:
     probs: list[float]
@@ -59,6 +67,10 @@ class TeacherLabel:
     label: int
     model_version: str  # Triton version number that answered, e.g. "1"
     teacher_version: str  # the trained teacher behind it
+    # With `score(..., embeddings=True)`: the teacher's bi-encoder embeddings (float32,
+    # (d,)) of the query and of the pin text as its bi-encoder view reads it.
+    query_embedding: np.ndarray | None = None
+    pin_embedding: np.ndarray | None = None
 
 
 class TeacherClient:
@@ -109,6 +121,8 @@ class TeacherClient:
         self._client = grpcclient.InferenceServerClient(url=url)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._teacher_versions: dict[str, str] = {}
+        # From the model config (`check`): whether `score(..., embeddings=True)` gets them.
+        self.serves_embeddings: bool | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> TeacherClient:
@@ -211,6 +225,10 @@ class TeacherClient:
             ),
             "model config",
         )
+        # Whether the model declares the embedding outputs (teachers exported before they
+        # were served, or without a bi-encoder, do not: asking for them is an error).
+        declared = {o.get("name") for o in config.get("config", {}).get("output", [])}
+        self.serves_embeddings = set(EMBEDDING_OUTPUTS) <= declared
         params = config.get("config", {}).get("parameters", {})
         values = {k: v.get("string_value", "") for k, v in params.items()}
         self._teacher_versions = {
@@ -223,7 +241,9 @@ class TeacherClient:
             await self._parameters()
         return self._teacher_versions.get(model_version, "unknown")
 
-    async def _infer_batch(self, queries: Sequence[str], pin_texts: Sequence[str]):
+    async def _infer_batch(
+        self, queries: Sequence[str], pin_texts: Sequence[str], embeddings: bool = False
+    ):
         n = len(queries)
         async with self._slots:
             # Built inside the slot: at most `max_in_flight` requests exist at once.
@@ -235,10 +255,13 @@ class TeacherClient:
             ]
             inputs[0].set_data_from_numpy(q)
             inputs[1].set_data_from_numpy(p)
+            names = LABEL_OUTPUTS + (EMBEDDING_OUTPUTS if embeddings else ())
+            outputs = [grpcclient.InferRequestedOutput(name) for name in names]
             result = await self._call(
                 lambda: self._client.infer(
                     self.model_name,
                     inputs,
+                    outputs=outputs,
                     model_version=self.model_version,
                     priority=self.priority,
                     client_timeout=self.timeout_s,
@@ -246,22 +269,36 @@ class TeacherClient:
                 f"inference of {n} pairs",
             )
             response = result.get_response()
+            vectors = None
+            if embeddings:
+                # None when this version's teacher has none (a repository mixing versions).
+                q_emb, p_emb = (result.as_numpy(name) for name in EMBEDDING_OUTPUTS)
+                if q_emb is not None and p_emb is not None:
+                    vectors = (q_emb, p_emb)
             return (
                 result.as_numpy("probs"),
                 result.as_numpy("score").reshape(-1),
                 result.as_numpy("label").reshape(-1),
                 response.model_version,
+                vectors,
             )
 
-    async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[TeacherLabel]:
+    async def score(
+        self, queries: Sequence[str], pin_texts: Sequence[str], embeddings: bool = False
+    ) -> list[TeacherLabel]:
         """Teacher labels for (query, pin_text) pairs, in input order.
 
         Args:
             queries: One query per pair.
             pin_texts: The teacher input of each pair's pin (same length).
+            embeddings: Also request `query_embedding` and `pin_embedding` (the vectors the
+                teacher's bi cosine read; they cost the server no extra forward pass) when
+                the model declares them (`serves_embeddings`, from its config).
 
         Returns:
-            One `TeacherLabel` per pair, each naming the version that produced it.
+            One `TeacherLabel` per pair, each naming the version that produced it (and,
+            with `embeddings` from a model that serves them, the pair's two embeddings;
+            None otherwise).
 
         Raises:
             ValueError: the two sequences differ in length.
@@ -271,18 +308,25 @@ class TeacherClient:
         """
         if len(queries) != len(pin_texts):
             raise ValueError(f"{len(queries)} queries but {len(pin_texts)} pin texts")
+        if embeddings and self.serves_embeddings is None:
+            await self._parameters()
+        # A model that does not declare them would refuse the request: pairs come without.
+        embeddings = embeddings and bool(self.serves_embeddings)
         starts = range(0, len(queries), self.batch_size)
         batches = await asyncio.gather(
             *(
                 self._infer_batch(
-                    queries[s : s + self.batch_size], pin_texts[s : s + self.batch_size]
+                    queries[s : s + self.batch_size],
+                    pin_texts[s : s + self.batch_size],
+                    embeddings,
                 )
                 for s in starts
             )
         )
         out: list[TeacherLabel] = []
-        for probs, score, label, version in batches:
+        for probs, score, label, version, vectors in batches:
             teacher = await self._teacher_version(version)
+            q, p = vectors if vectors is not None else (None, None)
             for i in range(len(score)):
                 out.append(
                     TeacherLabel(
@@ -291,6 +335,8 @@ class TeacherClient:
                         label=int(label[i]),
                         model_version=version,
                         teacher_version=teacher,
+                        query_embedding=None if q is None else q[i],
+                        pin_embedding=None if p is None else p[i],
                     )
                 )
         return out

@@ -23,8 +23,9 @@ class FakeTriton:
     """Stands in for `tritonclient.grpc.aio.InferenceServerClient`: answers every pair with
     a fixed label, records each request's arguments and the most requests in flight."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, embeddings: bool = False) -> None:
         self.delay_s = delay_s
+        self.embeddings = embeddings  # the model config declares the embedding outputs
         self.calls: list[dict[str, Any]] = []
         self.in_flight = 0
         self.most_in_flight = 0
@@ -42,14 +43,24 @@ class FakeTriton:
             "probs": np.tile(np.array([[0.25, 0.75]], dtype=np.float32), (n, 1)),
             "score": np.full((n, 1), 1.75, dtype=np.float32),
             "label": np.full((n, 1), 2, dtype=np.int32),
+            "query_embedding": np.arange(n * 3, dtype=np.float32).reshape(n, 3),
+            "pin_embedding": -np.arange(n * 3, dtype=np.float32).reshape(n, 3),
         }
+        asked = {o.name() for o in kwargs.get("outputs") or ()} or set(outputs)
         return SimpleNamespace(
-            as_numpy=outputs.__getitem__,
+            as_numpy=lambda name: outputs[name] if name in asked else None,
             get_response=lambda: SimpleNamespace(model_version="1"),
         )
 
     async def get_model_config(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return {"config": {"parameters": {"teacher_version.1": {"string_value": "t-v1"}}}}
+        names = ["probs", "score", "label"]
+        names += ["query_embedding", "pin_embedding"] if self.embeddings else []
+        return {
+            "config": {
+                "output": [{"name": n} for n in names],
+                "parameters": {"teacher_version.1": {"string_value": "t-v1"}},
+            }
+        }
 
     async def close(self) -> None:
         pass
@@ -68,6 +79,41 @@ def test_every_request_carries_the_clients_priority() -> None:
         labels = await client.score(["q"] * 10, ["title: t"] * 10)
         assert len(labels) == 10 and {x.teacher_version for x in labels} == {"t-v1"}
         assert [c["priority"] for c in fake.calls] == [1, 1, 1]
+
+    asyncio.run(main())
+
+
+def test_embeddings_are_requested_only_when_asked_and_served() -> None:
+    async def main() -> None:
+        fake = FakeTriton(embeddings=True)
+        client = _client(fake, batch_size=4)
+        plain = await client.score(["q"] * 6, ["title: t"] * 6)
+        assert [o.name() for o in fake.calls[-1]["outputs"]] == ["probs", "score", "label"]
+        assert all(x.query_embedding is None and x.pin_embedding is None for x in plain)
+        rich = await client.score(["q"] * 6, ["title: t"] * 6, embeddings=True)
+        assert [o.name() for o in fake.calls[-1]["outputs"]] == [
+            "probs",
+            "score",
+            "label",
+            "query_embedding",
+            "pin_embedding",
+        ]
+        # Each pair carries its own rows (the second request holds pairs 4 and 5).
+        assert rich[5].query_embedding.tolist() == [3.0, 4.0, 5.0]
+        assert rich[5].pin_embedding.tolist() == [-3.0, -4.0, -5.0]
+        assert rich[5].probs == plain[5].probs
+        # A teacher exported before the embeddings were served does not declare them:
+        # asking for them would be refused, so the pairs come without.
+        old = FakeTriton(embeddings=False)
+        client = _client(old, batch_size=4)
+        bare = await client.score(["q"] * 3, ["title: t"] * 3, embeddings=True)
+        assert client.serves_embeddings is False and len(bare) == 3
+        assert all(x.query_embedding is None for x in bare)
+        assert [o.name() for o in old.calls[-1]["outputs"]] == ["probs", "score", "label"]
+        # The labeler's scorer hands them on with each scored pair.
+        scorer = TritonScorer(_client(FakeTriton(embeddings=True)))
+        (pair,) = await scorer.score(["q"], ["title: t"], embeddings=True)
+        assert pair.query_embedding.tolist() == [0.0, 1.0, 2.0] and pair.label_scale == 2
 
     asyncio.run(main())
 

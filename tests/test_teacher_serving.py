@@ -103,6 +103,9 @@ def test_export_writes_cpu_and_gpu_configs_with_teacher_metadata(
     assert "max_queue_delay_microseconds: 2000" in cpu and "max_batch_size: 64" in cpu
     assert 'name: "query" data_type: TYPE_STRING' in cpu
     assert 'name: "probs" data_type: TYPE_FP32 dims: [ 4 ]' in cpu
+    for config in (cpu, gpu):  # the bi-encoder's vectors, for students (both instance kinds)
+        assert 'name: "query_embedding" data_type: TYPE_FP32 dims: [ 384 ]' in config
+        assert 'name: "pin_embedding" data_type: TYPE_FP32 dims: [ 384 ]' in config
     for key in ("teacher_version.1", "teacher_version.2", "label_scale.2"):
         assert f'key: "{key}"' in cpu
     assert (target / "model.py").is_file() and (target / "teacher" / "manifest.json").is_file()
@@ -165,6 +168,67 @@ def test_served_probabilities_match_in_process_inference(
     # Served int8: the labels say so in their version.
     assert {r.teacher_version for r in served_labels} == {"tiny-test+onnx-int8"}
     assert params["label_scale"] == "4"
+
+
+def test_served_embeddings_equal_the_in_process_bi_encoder(
+    served: Settings, tiny_teacher: Path, world: Path
+) -> None:
+    """`query_embedding` / `pin_embedding` are the vectors the served teacher's bi cosine
+    read: the in-process bi-encoder's embeddings of the queries and of the pin texts as its
+    view reads them; sent only to requests that name them."""
+    import tritonclient.grpc as grpcclient
+
+    queries, pin_texts = pairs_of(world, 24)
+
+    async def main():
+        async with TeacherClient.from_settings(served, batch_size=5, max_in_flight=4) as client:
+            rich = await client.score(queries, pin_texts, embeddings=True)
+            plain = await client.score(queries, pin_texts)
+            return client.serves_embeddings, rich, plain
+
+    serves, rich, plain = asyncio.run(main())
+    teacher = served_teacher(tiny_teacher)
+    want_q, want_p = teacher.embeddings(queries, pin_texts)
+    assert serves and want_q.shape == (24, 384)
+    got_q = np.stack([r.query_embedding for r in rich])
+    got_p = np.stack([r.pin_embedding for r in rich])
+    assert got_q.dtype == np.float32 and got_p.shape == (24, 384)
+    np.testing.assert_allclose(got_q, want_q, atol=1e-6)
+    np.testing.assert_allclose(got_p, want_p, atol=1e-6)
+    # The pin side is the bi-encoder's view of the text (the recipe trims it), not the text.
+    view = teacher.bi_encoder.pin_view
+    assert view(pin_texts[0]) != pin_texts[0]
+    np.testing.assert_allclose(got_p[0], teacher.bi_encoder.embed([view(pin_texts[0])])[0], 1e-6)
+    # Asking for them changes no label; a request that does not name them gets none.
+    assert [r.probs for r in rich] == [r.probs for r in plain]
+    assert all(r.query_embedding is None and r.pin_embedding is None for r in plain)
+    # A raw request naming no outputs gets every declared one (Triton's rule).
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{served.triton.grpc_port}")
+    inputs = [
+        grpcclient.InferInput("query", [1, 1], "BYTES"),
+        grpcclient.InferInput("pin_text", [1, 1], "BYTES"),
+    ]
+    inputs[0].set_data_from_numpy(np.asarray([[queries[0].encode()]], dtype=object))
+    inputs[1].set_data_from_numpy(np.asarray([[pin_texts[0].encode()]], dtype=object))
+    result = client.infer(served.triton.model_name, inputs)
+    np.testing.assert_allclose(result.as_numpy("query_embedding")[0], want_q[0], atol=1e-6)
+    client.close()
+
+
+def test_predict_with_embeddings_is_predict_and_the_cosines_vectors(
+    tiny_teacher: Path, world: Path
+) -> None:
+    """Both runtimes (eager torch is also the GPU path): the same probabilities as
+    `predict`, and embeddings whose dot products are the bi cosine feature."""
+    queries, pin_texts = pairs_of(world, 16)
+    for teacher in (Teacher.load(tiny_teacher), served_teacher(tiny_teacher)):
+        prediction, q, p = teacher.predict_with_embeddings(queries, pin_texts)
+        np.testing.assert_array_equal(prediction.probs, teacher.predict(queries, pin_texts).probs)
+        np.testing.assert_allclose(
+            (q * p).sum(axis=1), teacher.bi_encoder.cosine(queries, pin_texts), atol=1e-7
+        )
+        empty, eq, ep = teacher.predict_with_embeddings([], [])
+        assert empty.probs.shape == (0, 4) and eq.shape == ep.shape == (0, 384)
 
 
 def test_many_in_flight_requests_come_back_in_order(

@@ -10,6 +10,10 @@ Layout written (python backend; the repository is self-contained):
                                          (fp32 or int8), exported here from the weights
     <repo>/<model>/<N>/lib/serving/...   snapshot of the teacher code it runs
 
+A teacher with a bi-encoder also declares the outputs `query_embedding` and `pin_embedding`
+(FP32, [-1, d]): the vectors its bi cosine reads, sent only to requests that name them
+(the labeler's drift monitor; serving/labeler/drift.py).
+
 Both configs carry parameters `teacher_version` / `label_scale` (newest version) and
 `teacher_version.<N>` / `label_scale.<N>` for every version in the repository: Triton's
 model metadata is per model, not per version, so clients map the served version number
@@ -30,6 +34,7 @@ to a new number instead.
 from __future__ import annotations
 
 import compileall
+import json
 import os
 import shutil
 from pathlib import Path
@@ -133,12 +138,43 @@ def served_version(trained: str, options: ExportOptions, kind: str) -> str:
     return trained + numerics_suffix(*numerics)
 
 
+def embedding_width(teacher_dir: Path) -> int | None:
+    """The width of a teacher's bi-encoder embeddings (None: it has no bi-encoder)."""
+    manifest = TeacherManifest.model_validate_json((teacher_dir / MANIFEST).read_text())
+    config = teacher_dir / "bi_encoder" / "config.json"
+    if not manifest.uses_bi_encoder or not config.is_file():
+        return None
+    return int(json.loads(config.read_text())["hidden_size"])
+
+
+def _embedding_dims(widths: set[int]) -> str | None:
+    """Dims of the `query_embedding` / `pin_embedding` outputs over the repository's
+    versions: their common width, -1 when versions differ, None when none has a
+    bi-encoder (a version without one sends no embeddings; the client says so)."""
+    if not widths:
+        return None
+    return str(widths.pop()) if len(widths) == 1 else "-1"
+
+
 def _config(
-    options: ExportOptions, kind: str, instances: int, parameters: dict[str, str], scale: int
+    options: ExportOptions,
+    kind: str,
+    instances: int,
+    parameters: dict[str, str],
+    scale: int,
+    embedding_dims: str | None = None,
 ) -> str:
     params = "\n".join(
         f'parameters {{ key: "{k}" value {{ string_value: "{v}" }} }}'
         for k, v in sorted(parameters.items())
+    )
+    embeddings = (
+        ""
+        if embedding_dims is None
+        else (
+            f',\n  {{ name: "query_embedding" data_type: TYPE_FP32 dims: [ {embedding_dims} ] }},'
+            f'\n  {{ name: "pin_embedding" data_type: TYPE_FP32 dims: [ {embedding_dims} ] }}'
+        )
     )
     preferred = sorted(
         {b for b in (8, 16, 32, options.max_batch_size) if b <= options.max_batch_size}
@@ -154,7 +190,7 @@ input [
 output [
   {{ name: "probs" data_type: TYPE_FP32 dims: [ {scale} ] }},
   {{ name: "score" data_type: TYPE_FP32 dims: [ 1 ] }},
-  {{ name: "label" data_type: TYPE_INT32 dims: [ 1 ] }}
+  {{ name: "label" data_type: TYPE_INT32 dims: [ 1 ] }}{embeddings}
 ]
 version_policy: {{ latest {{ num_versions: 1 }} }}
 instance_group [ {{ count: {instances} kind: {kind} }} ]
@@ -225,6 +261,13 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
         }
         return {**parameters, **served, "teacher_version": served[f"teacher_version.{newest}"]}
 
+    widths = {
+        w
+        for n in existing
+        if (w := embedding_width(teacher_dir if n == version else model_dir / str(n) / "teacher"))
+    }
+    dims = _embedding_dims(widths)
+
     # Stage the whole version beside its final place, under a name Triton ignores (not a
     # number), so a polling Triton never sees a half-written version.
     staging = model_dir / f".{version}.staging-{os.getpid()}"
@@ -257,11 +300,25 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
     (model_dir / "configs").mkdir(exist_ok=True)
     _write_atomically(
         model_dir / "config.pbtxt",
-        _config(options, "KIND_CPU", options.cpu_instances, versions("KIND_CPU"), manifest.scale),
+        _config(
+            options,
+            "KIND_CPU",
+            options.cpu_instances,
+            versions("KIND_CPU"),
+            manifest.scale,
+            dims,
+        ),
     )
     _write_atomically(
         model_dir / "configs" / "gpu.pbtxt",
-        _config(options, "KIND_GPU", options.gpu_instances, versions("KIND_GPU"), manifest.scale),
+        _config(
+            options,
+            "KIND_GPU",
+            options.gpu_instances,
+            versions("KIND_GPU"),
+            manifest.scale,
+            dims,
+        ),
     )
     # Then the version, by rename: Triton sees no version N or the whole of it.
     retired = model_dir / f".{version}.retired-{os.getpid()}"

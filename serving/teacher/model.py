@@ -281,3 +281,40 @@ class Teacher:
             empty = np.zeros((0, self.scale), dtype=np.float32)
             return TeacherPrediction(empty, np.zeros(0, np.float32), np.zeros(0, np.int32))
         return self.predict_features(self.features(queries, pin_texts))
+
+    def embeddings(
+        self, queries: Sequence[str], pin_texts: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The bi-encoder embeddings its cosine feature reads: of each query, and of each pin
+        text as the bi-encoder's view reads it (what a student's features are made of).
+
+        Returns:
+            (n, d) float32 query embeddings and (n, d) pin embeddings, unit length.
+
+        Raises:
+            ValueError: the teacher has no bi-encoder.
+        """
+        if self.bi_encoder is None:
+            raise ValueError(f"teacher {self.version} has no bi-encoder: no embeddings to give")
+        bi = self.bi_encoder
+        return bi.embed(list(queries)), bi.embed([bi.pin_view(t) for t in pin_texts])
+
+    def predict_with_embeddings(
+        self, queries: Sequence[str], pin_texts: Sequence[str]
+    ) -> tuple[TeacherPrediction, np.ndarray, np.ndarray]:
+        """`predict`, plus the embeddings its bi cosine was computed from (no extra forward
+        pass: the cosine is taken of these very vectors, as `BiEncoder.cosine` does).
+
+        Returns:
+            The prediction, the query embeddings and the pin embeddings (`embeddings`).
+
+        Raises:
+            ValueError: the lengths differ, or the teacher has no bi-encoder.
+        """
+        if len(queries) != len(pin_texts):
+            raise ValueError(f"{len(queries)} queries but {len(pin_texts)} pin texts")
+        q, p = self.embeddings(queries, pin_texts)
+        if not queries:
+            return self.predict([], []), q, p
+        features = self.features(queries, pin_texts, bi_cosine=(q * p).sum(axis=1))
+        return self.predict_features(features), q, p

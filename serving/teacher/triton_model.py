@@ -4,7 +4,11 @@ Inputs arrive as BYTES (`query`, `pin_text`) and are tokenized here, so requests
 text length batch together; every request Triton hands to one `execute` call is scored
 in one teacher batch: identical pairs in it are scored once, the rest in length-sorted
 batches padded per batch, and bi-encoder embeddings of texts seen before come from the
-instance's LRU. The version folder carries its own snapshot of the teacher code (`lib/`)
+instance's LRU. A teacher with a bi-encoder also declares `query_embedding` and
+`pin_embedding` (FP32, [-1, d]): the vectors its bi cosine feature was computed from (the
+query, and the pin text as the bi-encoder's view reads it), sent only to requests that
+name them among their outputs (students read them; see serving/labeler/drift.py). The
+version folder carries its own snapshot of the teacher code (`lib/`)
 and weights (`teacher/`, with `teacher/onnx/` graphs when the `runtime` parameter is
 "onnx"): the repository runs wherever torch + transformers (+ onnxruntime) do.
 """
@@ -25,6 +29,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # One instance per core: the tokenizer's own thread pool would only take the core of the
 # instance beside it (and burn CPU waking up for a few pairs at a time).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# Outputs only a teacher with a bi-encoder declares, sent to the requests that name them.
+EMBEDDING_OUTPUTS = frozenset({"query_embedding", "pin_embedding"})
 
 
 def _parameter(config, name, default):
@@ -77,8 +85,16 @@ class TritonPythonModel:
         values = tensor.as_numpy().reshape(-1)
         return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
+    def _wants_embeddings(self, request):
+        """Whether a request asked for the embeddings (a client naming no outputs gets every
+        output the config declares, so Triton lists them all as requested)."""
+        if self.teacher.bi_encoder is None:
+            return False
+        return bool(EMBEDDING_OUTPUTS & set(request.requested_output_names()))
+
     def execute(self, requests):
         queries, pin_texts, spans, errors = [], [], [], {}
+        embeddings = False
         for i, request in enumerate(requests):
             try:
                 q = self._texts(request, "query")
@@ -92,7 +108,14 @@ class TritonPythonModel:
             spans.append((len(queries), len(queries) + len(q)))
             queries += q
             pin_texts += p
-        prediction = self.teacher.predict(queries, pin_texts)
+            embeddings = embeddings or self._wants_embeddings(request)
+        if embeddings:
+            # The vectors the bi cosine is computed from: no extra forward pass.
+            prediction, query_emb, pin_emb = self.teacher.predict_with_embeddings(
+                queries, pin_texts
+            )
+        else:
+            prediction = self.teacher.predict(queries, pin_texts)
         responses = []
         for i, (start, end) in enumerate(spans):
             if i in errors:
@@ -107,6 +130,11 @@ class TritonPythonModel:
                     "label", prediction.label[start:end].reshape(-1, 1).astype(np.int32)
                 ),
             ]
+            if embeddings and self._wants_embeddings(requests[i]):
+                outputs += [
+                    pb_utils.Tensor("query_embedding", np.ascontiguousarray(query_emb[start:end])),
+                    pb_utils.Tensor("pin_embedding", np.ascontiguousarray(pin_emb[start:end])),
+                ]
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses
 
