@@ -515,6 +515,19 @@ class LabelerSettings(BaseModel):
     fetch_partition_bytes: int = Field(default=262_144, ge=1024)
     # Metrics endpoint of a running `label backfill` (a job); 0 disables it.
     backfill_metrics_port: int = 0
+    # The drift signal (serving/labeler/drift.py): a student directory (`freshlabel student
+    # train --out`) whose labels the live labeler compares with the teacher's on every
+    # labeled row; None: off. The served teacher then also returns its embeddings.
+    student_dir: Path | None = None
+    # Compared rows per language / query family in the sliding window of the rate.
+    drift_window_rows: int = Field(default=2_000, ge=1)
+    # A group with fewer compared rows in its window is reported, never alerted on.
+    drift_min_rows: int = Field(default=200, ge=1)
+    # A group whose disagreement rate rises past this alerts (quality alert path).
+    drift_alert_rate: float = Field(default=0.35, gt=0, lt=1)
+    # The search product's query taxonomy: a parquet/CSV file of `query`, `family`
+    # (queries it does not name: "unknown"); None: no per-family rates.
+    query_families: Path | None = None
 
 
 class QualitySettings(BaseModel):

@@ -436,6 +436,25 @@ def _clock(at: float | None) -> str:
     return datetime.fromtimestamp(at or 0).strftime("%Y-%m-%d %H:%M:%S") if at else "n/a"
 
 
+def _student(student: dict[str, Any]) -> str:
+    """The drift signal's part of a live labeler's line (serving/labeler/drift.py)."""
+    name = f"student {student.get('version') or '?'}"
+    if student.get("state") != "on":
+        return f"{name} not compared ({student.get('reason') or 'off'})"
+    groups = [
+        (info["rate"], info["rows"], f"{dimension}={group}")
+        for dimension in ("lang", "family")
+        for group, info in (student.get(dimension) or {}).items()
+        if info["rows"] >= student.get("min_rows", 0)
+    ]
+    alerting = student.get("alerting") or []
+    text = f"{name}: {student.get('compared', 0):.0f} rows compared"
+    if groups:
+        rate, rows, where = max(groups)
+        text += f", most disagreement {where} {rate:.1%} of {rows}"
+    return text + (f", ALERTING {', '.join(alerting)}" if alerting else "")
+
+
 def describe(status: WorkerStatus) -> str:
     """One line for `freshlabel status`."""
     m = status.metrics
@@ -461,6 +480,8 @@ def describe(status: WorkerStatus) -> str:
             f"{m.get('teacher_errors', 0):.0f} teacher errors, "
             f"{m.get('dead_letters', 0):.0f} to DLQ"
         )
+        if m.get("student"):
+            body += ", " + _student(m["student"])
     elif "rows_committed" in m:
         lag = ""
         if m.get("visible_lag_p50_s") is not None:

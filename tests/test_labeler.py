@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from infra import stack, triton
@@ -517,6 +518,87 @@ def test_a_running_backfill_keeps_live_freshness_within_1_5x(
     assert during >= 50, f"only {during:.0f} backfill pairs scored during the live traffic"
     # ... and live labels still became visible at (nearly) the live-only freshness.
     assert p95_shared <= 1.5 * p95_alone, f"live p95 {p95_shared:.2f} s vs {p95_alone:.2f} s"
+
+
+def test_the_live_labeler_measures_a_students_disagreement_on_served_embeddings(
+    platform: Platform, teachers: dict[str, Path], tmp_path: Path
+) -> None:
+    """The drift signal end to end: Triton returns the teacher's embeddings, the labeler
+    builds the student's inputs from them and the texts, and the per-language rate in its
+    status file is the one the training featurizer and the in-process teacher give."""
+    from infra.worker_status import read_statuses
+    from serving.labeler.labeler import teacher_input
+    from serving.student.features import BM25_FILE, Featurizer
+    from serving.student.model import StudentConfig, train_student
+    from serving.teacher.model import Teacher
+
+    settings = platform.settings
+
+    async def served() -> str:
+        scorer = TritonScorer.from_settings(settings)
+        try:
+            return (await scorer.served())[0]
+        finally:
+            await scorer.close()
+
+    version = asyncio.run(served())  # labeler-v1, or v2 after the roll test
+    teacher_dir = teachers[version]
+    # The served export runs eager torch in fp32: the student's features are those.
+    featurizer = Featurizer.from_teacher(teacher_dir, runtime="torch", quantize="none")
+    teacher = Teacher.load(teacher_dir)
+    # Unique titles (no score-cache hits from other tests) and a language of their own.
+    rows = [
+        r.model_copy(update={"title": f"drift {TITLES[i % 4]} {i % 9}", "locale": "zz-ZZ"})
+        for i, r in enumerate(enriched_rows(180, "drift"))
+    ]
+    texts = [teacher_input(r) for r in rows]
+    queries = [r.query for r in rows]
+    inputs = featurizer.inputs(queries, texts)
+    probs = teacher.predict(queries, texts).probs
+    student = train_student(
+        inputs, 4, probs=probs, config=StudentConfig(hidden=[32], epochs=3), version="st-e2e"
+    )
+    student.manifest.teacher_version = version
+    student.manifest.feature_versions = featurizer.versions()
+    student.save(tmp_path / "student", bm25_file=teacher_dir / BM25_FILE)
+    expected = float(np.mean(student.predict(inputs).label != probs.argmax(axis=1) + 1))
+
+    drift_settings = settings.model_copy(
+        update={
+            "labeler": settings.labeler.model_copy(
+                update={
+                    "group_id": "labeler-drift",
+                    "student_dir": tmp_path / "student",
+                    "drift_window_rows": 1000,
+                    "drift_min_rows": 10,
+                    "drift_alert_rate": 0.99,
+                }
+            )
+        }
+    )
+    with producer(settings) as prod:
+        produce_events(prod, rows)
+
+    async def label() -> None:
+        scorer = TritonScorer.from_settings(drift_settings)
+        try:
+            await Labeler(drift_settings, scorer).run(idle_timeout_s=3.0)
+        finally:
+            await scorer.close()
+
+    asyncio.run(label())
+    (status,) = [
+        s
+        for s in read_statuses(settings)
+        if s.name == "labeler" and s.pid == os.getpid() and "student" in s.metrics
+    ]
+    section = status.metrics["student"]
+    assert section["state"] == "on", section["reason"]
+    assert section["version"] == "st-e2e" and section["teacher_version"] == version
+    zz = section["lang"]["zz"]
+    assert zz["rows"] == len(rows)
+    # The same features as training, up to fp32 noise across the two processes.
+    assert abs(zz["rate"] - expected) <= 0.03, (zz, expected)
 
 
 def test_cache_survives_restart(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 from kafka import (
     ConsumerRebalanceListener,
     KafkaConsumer,
@@ -63,7 +64,7 @@ from kafka import (
     TopicPartition,
 )
 from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -77,6 +78,7 @@ from infra.config import Settings
 from schemas import EnrichedImpression, RelevanceLabel
 from schemas.topics import dlq_topic
 from serving.labeler.cache import CachedScore, ScoreCache, cache_key, input_hash
+from serving.labeler.drift import DriftMonitor
 from serving.labeler.metrics import LabelerMetrics
 from serving.teacher.text import build_pin_text
 from streams.decode import Decoder
@@ -98,10 +100,18 @@ T = TypeVar("T")
 
 
 class ScoredPair(BaseModel):
+    """The teacher's answer for one pair (`Scorer.score`)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     probs: list[float]
     score: float
     teacher_version: str
     label_scale: int
+    # With `score(..., embeddings=True)` from a teacher that serves them: its bi-encoder
+    # embeddings (float32, (d,)) of the query and of the pin text (the student's inputs).
+    query_embedding: np.ndarray | None = None
+    pin_embedding: np.ndarray | None = None
 
 
 class ScorerUnavailable(RuntimeError):
@@ -127,7 +137,10 @@ class Scorer(Protocol):
         ...
 
     async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[ScoredPair]:
-        """One result per pair, each with the version that actually produced it."""
+        """One result per pair, each with the version that actually produced it.
+
+        The labeler passes `embeddings=True` only when a student is configured (drift
+        monitoring): a scorer that can then returns each pair's embeddings too."""
         ...
 
 
@@ -184,8 +197,10 @@ class LabelMaker:
         metrics: LabelerMetrics,
         chunk_rows: int = 256,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.scorer = scorer
+        self.drift = drift
         self.chunk_rows = chunk_rows
         self.cache = cache
         self.metrics = metrics
@@ -223,12 +238,18 @@ class LabelMaker:
         missing = {k: i for i, k in enumerate(keys) if k not in found}
         scored: dict[int, ScoredPair] = {}
         order = list(missing.values())
+        # The student's inputs come with the teacher's answer (drift monitoring).
+        extra = (
+            {"embeddings": True}
+            if self.drift is not None and self.drift.wants_embeddings(version)
+            else {}
+        )
         for start in range(0, len(order), self.chunk_rows):
             chunk = order[start : start + self.chunk_rows]
             started = time.monotonic()
-            results = await self.scorer.score(
-                [rows[i].query for i in chunk], [texts[i] for i in chunk]
-            )
+            chunk_queries = [rows[i].query for i in chunk]
+            chunk_texts = [texts[i] for i in chunk]
+            results = await self.scorer.score(chunk_queries, chunk_texts, **extra)
             self.metrics.observe_teacher(time.monotonic() - started, len(chunk))
             unnamed = {r.teacher_version for r in results} & UNKNOWN_VERSIONS
             if unnamed:
@@ -239,6 +260,16 @@ class LabelMaker:
                 )
             done = dict(zip(chunk, results, strict=True))
             scored.update(done)
+            if extra and self.drift is not None:
+                self.drift.predict(
+                    [
+                        cache_key(rows[i].query, rows[i].pin_id, hashes[i], r.teacher_version)
+                        for i, r in done.items()
+                    ],
+                    chunk_queries,
+                    chunk_texts,
+                    results,
+                )
             # Cached at once: if a later chunk fails, the retry starts from here.
             self.cache.put_many(
                 (
@@ -321,7 +352,11 @@ class Labeler:
             SOURCE_TOPIC, settings.decode, self.cfg.group_id
         )
         self.metrics = metrics or LabelerMetrics(settings)
-        self.maker = LabelMaker(scorer, self.cache, self.metrics, self.cfg.score_chunk_rows, clock)
+        # Teacher-student disagreement on fresh traffic, with a student configured.
+        self.drift = DriftMonitor.from_settings(settings, self.metrics)
+        self.maker = LabelMaker(
+            scorer, self.cache, self.metrics, self.cfg.score_chunk_rows, clock, self.drift
+        )
         self.stats = LabelerStats()
         self.membership = _Membership()
         self.should_stop: Callable[[], bool] = lambda: False
@@ -508,6 +543,8 @@ class Labeler:
             self.consumer.close(autocommit=False, timeout_ms=10_000)
             self.producer.close(timeout=10)
             self.cache.close()
+            if self.drift is not None:
+                self.drift.close()
         finally:
             if error is None:
                 self.metrics.write_status(stopped=True)
@@ -543,6 +580,9 @@ class Labeler:
             )
         self._publish(labels, letters)
         self._commit(records)
+        if self.drift is not None and labels:
+            ranges = _offset_ranges(records)
+            self.drift.observe(rows, labels, f"{self.cfg.group_id}@{ranges}", ranges)
         self.stats.rows += len(records)
         self.stats.cache_hits, self.stats.scored = self.maker.cache_hits, self.maker.scored
         self.stats.labels += len(labels)
@@ -708,6 +748,15 @@ class Labeler:
 def _error_of(state: RetryCallState) -> str:
     exc = state.outcome.exception() if state.outcome else None
     return f"{type(exc).__name__}: {exc}" if exc else "?"
+
+
+def _offset_ranges(records: list[Any]) -> str:
+    """`partition:first-last,...` of a batch's records (the quality alerts' format)."""
+    spans: dict[int, tuple[int, int]] = {}
+    for r in records:
+        first, last = spans.get(r.partition, (r.offset, r.offset))
+        spans[r.partition] = (min(first, r.offset), max(last, r.offset))
+    return ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(spans.items()))
 
 
 def _next_offsets(records: list[Any]) -> dict[TopicPartition, OffsetAndMetadata]:

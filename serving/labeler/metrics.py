@@ -12,13 +12,19 @@ The backlog (`freshlabel_labeler_backlog`, `freshlabel_consumer_lag_records`) is
 right after every poll, when the fetch just made the high watermarks fresh (after a long
 batch they would be as old as the batch, hiding what arrived meanwhile), and once a second
 while the labeler waits for an unavailable teacher.
+
+With a student configured (`labeler.student_dir`), the live labeler also exports the drift
+signal: `freshlabel_labeler_student_disagreement{dimension,group}` and
+`freshlabel_labeler_student_window_rows{dimension,group}` (dimension `lang` or `family`),
+`freshlabel_labeler_student_compared_total`, and a `student` section in its status file
+(serving/labeler/drift.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from kafka import KafkaConsumer
@@ -120,6 +126,28 @@ class LabelerMetrics:
             buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600),
             registry=self.registry,
         )
+        # The drift signal (serving/labeler/drift.py), when a student is configured.
+        self.student_disagreement = Gauge(
+            "freshlabel_labeler_student_disagreement",
+            "Share of the last labeler.drift_window_rows compared rows of a group whose "
+            "student label differs from the teacher's (dimension: lang or family)",
+            ["dimension", "group"],
+            registry=self.registry,
+        )
+        self.student_rows = Gauge(
+            "freshlabel_labeler_student_window_rows",
+            "Compared rows in a group's disagreement window (below labeler.drift_min_rows "
+            "it never alerts)",
+            ["dimension", "group"],
+            registry=self.registry,
+        )
+        self.student_compared = Counter(
+            "freshlabel_labeler_student_compared",
+            "Labeled rows whose teacher label was compared with the student's",
+            registry=self.registry,
+        )
+        # The status file's `student` section (set by the drift monitor).
+        self.student_status: Callable[[], dict[str, Any]] | None = None
         self.health = WorkerHealth(self.registry, settings.labeler.liveness_timeout_s)
         self.lag = ConsumerLag(self.registry)
         self.group_id = settings.labeler.group_id
@@ -198,6 +226,16 @@ class LabelerMetrics:
         self.rate.set(self._labels_rate.per_s(at))
         self.write_status()
 
+    def observe_student(
+        self, compared: int, groups: dict[tuple[str, str], tuple[float, int]]
+    ) -> None:
+        """A batch's teacher-student comparisons: `compared` rows, and the window rate and
+        rows of each (dimension, group) they touched."""
+        self.student_compared.inc(compared)
+        for (dimension, group), (rate, rows) in groups.items():
+            self.student_disagreement.labels(dimension, group).set(rate)
+            self.student_rows.labels(dimension, group).set(rows)
+
     def snapshot(self) -> dict[str, Any]:
         def value(metric: Any, suffix: str = "") -> float:
             total = 0.0
@@ -238,6 +276,7 @@ class LabelerMetrics:
                 if s.name.endswith("_total")
             },
             "dead_letters": value(self.dead_letters, "_total"),
+            **({"student": self.student_status()} if self.student_status else {}),
         }
 
     def write_status(self, stopped: bool = False, error: str | None = None) -> None:

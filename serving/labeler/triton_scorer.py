@@ -80,9 +80,11 @@ class TritonScorer:
             )
         return teacher, int(scale)
 
-    async def score(self, queries: Sequence[str], pin_texts: Sequence[str]) -> list[ScoredPair]:
+    async def score(
+        self, queries: Sequence[str], pin_texts: Sequence[str], embeddings: bool = False
+    ) -> list[ScoredPair]:
         try:
-            results = await self.client.score(queries, pin_texts)
+            results = await self.client.score(queries, pin_texts, embeddings=embeddings)
         except (TeacherUnavailable, TeacherVersionMissing) as exc:
             raise ScorerUnavailable(str(exc)) from exc
         except TeacherClientError as exc:
@@ -101,6 +103,8 @@ class TritonScorer:
                 score=r.score,
                 teacher_version=r.teacher_version,
                 label_scale=len(r.probs),
+                query_embedding=r.query_embedding,
+                pin_embedding=r.pin_embedding,
             )
             for r in results
         ]
