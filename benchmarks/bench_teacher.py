@@ -122,6 +122,7 @@ async def through_triton(
     concurrency: int,
     server_pid: int,
     request_pairs: int = 1,
+    embeddings: bool = False,
 ) -> dict:
     async with TeacherClient.from_settings(
         settings, batch_size=request_pairs, max_in_flight=concurrency, timeout_s=300.0
@@ -136,7 +137,7 @@ async def through_triton(
             async with slots:
                 t0 = time.perf_counter()
                 end = i + request_pairs
-                await client.score(queries[i:end], texts[i:end])
+                await client.score(queries[i:end], texts[i:end], embeddings=embeddings)
                 latencies.append(time.perf_counter() - t0)
 
         meter = CpuMeter(server_pid).start()
@@ -256,6 +257,12 @@ def main() -> None:
         default="fp32",
         help="with --device cuda: float precisions of the torch paths, e.g. fp32,fp16",
     )
+    parser.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="Triton requests also ask for query_embedding / pin_embedding (the labeler's "
+        "drift monitor does, with labeler.student_dir set)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if args.quantize:
@@ -305,9 +312,17 @@ def main() -> None:
                     name = f"Triton, {_name(runtime, quantize, precision)}, concurrency {c}"
                     if args.request_pairs > 1:
                         name += f" x {args.request_pairs} pairs"
+                    if args.embeddings:
+                        name += " + embeddings"
                     results[name] = asyncio.run(
                         through_triton(
-                            settings, pool, args.pairs, c, record.pid, args.request_pairs
+                            settings,
+                            pool,
+                            args.pairs,
+                            c,
+                            record.pid,
+                            args.request_pairs,
+                            args.embeddings,
                         )
                     )
             finally:
