@@ -426,3 +426,23 @@ def test_alerts_take_the_quality_gates_delivery(
         (body,) = hook.bodies
     assert body["text"].startswith("[warning] labels.student_disagreement[lang=de]")
     assert "dq alert [warning] labels.student_disagreement[lang=de]" in caplog.text
+
+
+def test_a_failing_comparison_turns_itself_off_not_the_labeler(
+    student_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    teacher = EmbeddingTeacher(student_dir)
+    rig = Rig(settings_for(tmp_path, student_dir), teacher)
+    assert rig.drift is not None and rig.drift.student is not None
+
+    def broken(inputs: StudentInputs) -> Any:
+        raise RuntimeError("boom")
+
+    rig.drift.student.predict = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="serving.labeler.drift"):
+        assert len(rig.label(rows("bug", 30, "en-US", "oak"))) == 30
+        assert len(rig.label(rows("bug2", 30, "en-US", "oak"))) == 30
+    status = rig.drift.snapshot()
+    assert status["state"] == "off" and "RuntimeError: boom" in status["reason"]
+    assert teacher.asked == [True, False]  # no embeddings asked for once it is off
+    assert len([r for r in caplog.records if "failed in predict" in r.getMessage()]) == 1

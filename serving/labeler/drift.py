@@ -343,7 +343,7 @@ class DriftMonitor:
     def wants_embeddings(self, served_version: str) -> bool:
         """Whether to ask the teacher for embeddings in a batch it serves with this version."""
         self._served = served_version
-        return self.fits(served_version)
+        return self._off is None and self.fits(served_version)
 
     @property
     def reason(self) -> str | None:
@@ -354,6 +354,15 @@ class DriftMonitor:
 
     # -- pairs the teacher scored ----------------------------------------------------------
 
+    def _failed(self, step: str, exc: Exception) -> None:
+        """A bug in the monitor must not stop labeling: turn the comparison off, say why."""
+        self._off = (
+            f"the student comparison failed in {step} ({type(exc).__name__}: {exc}); the "
+            "teacher-student disagreement is no longer measured (labeling goes on); restart "
+            "the labeler, and report the error if it repeats"
+        )
+        log.exception("%s", self._off)
+
     def predict(
         self,
         keys: Sequence[str],
@@ -363,8 +372,21 @@ class DriftMonitor:
     ) -> None:
         """The student's label of each scored pair that came with embeddings of a teacher
         it fits, remembered by the pair's score-cache key."""
-        if self.student is None:
+        if self.student is None or self._off is not None:
             return
+        try:
+            self._predict(keys, queries, pin_texts, pairs)
+        except Exception as exc:
+            self._failed("predict", exc)
+
+    def _predict(
+        self,
+        keys: Sequence[str],
+        queries: Sequence[str],
+        pin_texts: Sequence[str],
+        pairs: Sequence[ScoredPair],
+    ) -> None:
+        assert self.student is not None
         from serving.student.features import FeatureMismatch, pair_features
 
         started = time.perf_counter()
@@ -434,8 +456,21 @@ class DriftMonitor:
         Returns:
             The alerts sent (firing or resolved).
         """
-        if self.student is None:
+        if self.student is None or self._off is not None:
             return []
+        try:
+            return self._observe(rows, labels, batch_id, offset_ranges)
+        except Exception as exc:
+            self._failed("observe", exc)
+            return []
+
+    def _observe(
+        self,
+        rows: Sequence[EnrichedImpression],
+        labels: Sequence[RelevanceLabel],
+        batch_id: str,
+        offset_ranges: str,
+    ) -> list[Alert]:
         started = time.perf_counter()
         by_id = {r.impression_id: r for r in rows}
         touched: set[tuple[str, str]] = set()
