@@ -79,4 +79,9 @@ step "4/5 + 5/5 Triton (gpu config) fp32 and fp16, then the CPU figure on this h
     --device cuda --precision fp32,fp16 --concurrency 1,16,64,256 --json "$OUT_DIR/gpu_check.json"
 "$PY" -m benchmarks.bench_teacher --model "$MODEL" --data "$DATA" --pairs 512 \
     --device cpu --concurrency 64 --skip-in-process --json "$OUT_DIR/gpu_check_cpu.json"
+step "the served embeddings (the labeler's drift monitor reads them) against in-process, fp32 and fp16"
+for precision in fp32 fp16; do
+    "$PY" -m benchmarks.gpu_embeddings_check --model "$MODEL" --data "$DATA" --precision "$precision" \
+        || step "served $precision embeddings differ from in-process ones (see above)"
+done
 step "done: paste both tables into docs/benchmarks.md (GPU model above); JSON in $OUT_DIR"
