@@ -43,6 +43,10 @@ How each fault keeps that promise:
   `labeler.broker_wait_s`; a group that never assigns partitions (the embedded broker can
   wedge a group in an endless rebalance) is rejoined with a fresh member, and after
   `labeler.rejoins` tries the labeler stops with an error naming the group and the broker.
+
+With `labeler.student_dir` set, the teacher is also asked for its embeddings and every
+published batch is compared with that student's labels, per language and query family
+(serving/labeler/drift.py): monitoring only, it never holds, changes or fails a label.
 """
 
 from __future__ import annotations
