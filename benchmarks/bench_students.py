@@ -42,13 +42,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import re
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,55 +99,43 @@ def collect_world_rows(
     """
     from tqdm import tqdm
 
-    from schemas import Impression
     from serving.teacher.text import build_pin_text
-    from streams.generator.sample import FeatureTracker
+    from streams.generator.sample import enriched_impressions
     from streams.generator.timeline import Timeline
 
     timeline = Timeline(settings.generator)
     world = timeline.world
-    flink = settings.flink
-    tracker = FeatureTracker(
-        flink.top_queries_k, timedelta(days=flink.top_queries_window_days), flink.top_boards_k
-    )
-    rng = random.Random(f"freshlabel/bench_students/{settings.generator.seed}")
     sim_days = settings.generator.sim_days
     columns: dict[str, list[Any]] = {c: [] for c in ROW_COLUMNS}
-    bar = tqdm(
-        total=settings.generator.impressions,
-        desc="world",
-        unit="imp",
-        disable=not progress,
-        mininterval=2.0,
-    )
-    for event in timeline.events():
-        if not isinstance(event, Impression):
-            tracker.observe(event)
-            continue
+    bar = tqdm(desc="world", unit="imp", disable=not progress, mininterval=2.0)
+    for row, grade in enriched_impressions(settings, share, timeline):
         bar.update(1)
-        if share < 1.0 and rng.random() >= share:
-            continue
-        query = world.queries[world.query_by_text[event.query]]
+        query = world.queries[world.query_by_text[row.query]]
         topic = world.topics[query.topic]
-        pin_index = world.pin_by_id[event.pin_id]
-        features = tracker.features(event.pin_id, event.event_time)
         emerges = topic.emerges_at
         values = {
-            "impression_id": event.impression_id,
-            "event_time": event.event_time,
-            "day": (event.event_time - world.start).total_seconds() / 86400.0,
-            "query": event.query,
-            "pin_id": event.pin_id,
-            "position": event.position,
-            "locale": event.locale,
+            "impression_id": row.impression_id,
+            "event_time": row.event_time,
+            "day": (row.event_time - world.start).total_seconds() / 86400.0,
+            "query": row.query,
+            "pin_id": row.pin_id,
+            "position": row.position,
+            "locale": row.locale,
             "lang": query.lang,
             "family": topic.family,
             "topic": topic.id,
             "season": topic.season.name if topic.season is not None else None,
             "emerges_at": float("nan") if emerges is None else float(emerges),
             "emerges_day": float("nan") if emerges is None else float(emerges) * sim_days,
-            "pin_text": build_pin_text(**features),
-            "grade": timeline.relevance.grade(query.index, pin_index),
+            "pin_text": build_pin_text(
+                title=row.title,
+                description=row.description,
+                caption=row.caption,
+                board_titles=row.board_titles,
+                top_queries=row.top_queries,
+                link_title=row.link_title,
+            ),
+            "grade": grade,
         }
         for key, value in values.items():
             columns[key].append(value)

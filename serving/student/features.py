@@ -205,5 +205,5 @@ class Featurizer:
                 sort_keys=True,
             ),
             "bi_encoder_numerics": self.numerics,
-            "bm25": _digest(self.teacher_dir / BM25_FILE),
+            "bm25": self.bm25.digest(),
         }

@@ -8,6 +8,7 @@ no corpus at hand, and gives the same number for the same pair whatever else is 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -88,7 +89,13 @@ class Bm25Stats(BaseModel):
         return total
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.model_dump()))
+        # Sorted: the same statistics give the same bytes (students hash this file).
+        path.write_text(json.dumps(self.model_dump(), sort_keys=True))
+
+    def digest(self) -> str:
+        """A short hash of the statistics themselves, whatever order a file lists them in."""
+        canonical = json.dumps(self.model_dump(), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16]
 
     @classmethod
     def load(cls, path: Path) -> Bm25Stats:

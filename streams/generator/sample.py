@@ -166,13 +166,14 @@ class SampleCollector:
 
 
 def enriched_impressions(
-    settings: Settings, share: float = 1.0
+    settings: Settings, share: float = 1.0, timeline: Timeline | None = None
 ) -> Iterator[tuple[EnrichedImpression, int]]:
     """Every impression of the world of `settings.generator` (no Kafka), or a seeded `share`
     of them, as the enrichment job would write it (the pin's features as of the impression's
     time), with its hidden grade. For tests and benchmarks that need a world's enriched rows
-    without the stream stack."""
-    timeline = Timeline(settings.generator)
+    without the stream stack; pass `timeline` (a fresh `Timeline(settings.generator)`) to
+    read the world's query and topic metadata beside the rows."""
+    timeline = timeline or Timeline(settings.generator)
     world = timeline.world
     flink = settings.flink
     tracker = FeatureTracker(
