@@ -99,7 +99,7 @@ def collect_world_rows(
     """
     from tqdm import tqdm
 
-    from serving.teacher.text import build_pin_text
+    from serving.labeler.labeler import teacher_input
     from streams.generator.sample import enriched_impressions
     from streams.generator.timeline import Timeline
 
@@ -127,14 +127,7 @@ def collect_world_rows(
             "season": topic.season.name if topic.season is not None else None,
             "emerges_at": float("nan") if emerges is None else float(emerges),
             "emerges_day": float("nan") if emerges is None else float(emerges) * sim_days,
-            "pin_text": build_pin_text(
-                title=row.title,
-                description=row.description,
-                caption=row.caption,
-                board_titles=row.board_titles,
-                top_queries=row.top_queries,
-                link_title=row.link_title,
-            ),
+            "pin_text": teacher_input(row),
             "grade": grade,
         }
         for key, value in values.items():

@@ -18,11 +18,11 @@ from infra.demo import quick_teacher
 from infra.process import free_port, stop
 from schemas import RelevanceLabel
 from serving.dataset import build_training_set
+from serving.labeler.labeler import teacher_input
 from serving.student.features import PAIR_FEATURES, Featurizer, StudentInputs
 from serving.student.model import Student, StudentConfig, StudentError, train_student
 from serving.teacher.export import ExportOptions, export_teacher
 from serving.teacher.model import Teacher
-from serving.teacher.text import build_pin_text
 from streams.arrow_rows import SourcePosition, to_arrow
 from streams.generator.sample import enriched_impressions
 from tests.conftest import freshlabel, make_settings
@@ -67,17 +67,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:  # type: ignore[typ
 
     teacher = Teacher.load(teacher_dir, runtime="onnx", quantize="int8")
     served = f"{teacher.version}+onnx-int8"
-    texts = [
-        build_pin_text(
-            title=r.title,
-            description=r.description,
-            caption=r.caption,
-            board_titles=r.board_titles,
-            top_queries=r.top_queries,
-            link_title=r.link_title,
-        )
-        for r in rows
-    ]
+    texts = [teacher_input(r) for r in rows]
     predicted = teacher.predict([r.query for r in rows], texts)
     labeled_at = datetime.now(UTC)
     labels = [
@@ -230,17 +220,7 @@ def test_triton_serves_the_student_beside_the_teacher(trained: dict) -> None:  #
     student = Student.load(trained["student_dir"])
     featurizer = Featurizer.from_teacher(trained["teacher_dir"])
     rows = [row for row, _ in enriched_impressions(trained["settings"], share=0.02)]
-    texts = [
-        build_pin_text(
-            title=r.title,
-            description=r.description,
-            caption=r.caption,
-            board_titles=r.board_titles,
-            top_queries=r.top_queries,
-            link_title=r.link_title,
-        )
-        for r in rows
-    ]
+    texts = [teacher_input(r) for r in rows]
     inputs = featurizer.inputs([r.query for r in rows], texts)
     expected = student.predict(inputs)
     record = triton.start_triton(settings)

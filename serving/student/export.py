@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from serving.student.model import MANIFEST, Student, StudentError
-from serving.teacher.export import _write_atomically
+from serving.teacher.export import install_version, write_atomically
 
 STUDENT_CODE = Path(__file__).resolve().parent
 SERVING_CODE = STUDENT_CODE.parent
@@ -113,13 +113,7 @@ def export_student(
     (lib / "__init__.py").write_text('"""Snapshot of freshlabel serving code."""\n')
     shutil.copy2(STUDENT_CODE / "triton_model.py", staging / "model.py")
     compileall.compile_dir(staging, quiet=1)
-    _write_atomically(
+    write_atomically(
         model_dir / "config.pbtxt", _config(student, max_batch_size, instances, version)
     )
-    target = model_dir / str(version)
-    retired = model_dir / f".{version}.retired-{os.getpid()}"
-    if target.exists():
-        target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
-    return target
+    return install_version(staging, model_dir / str(version))

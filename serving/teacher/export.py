@@ -213,7 +213,18 @@ def _versions(model_dir: Path) -> dict[int, TeacherManifest]:
     return found
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def install_version(staging: Path, target: Path) -> Path:
+    """Move a fully written version folder into place by rename (replacing an existing one
+    the same way), so a polling Triton sees no version or the whole of it; returns `target`."""
+    retired = target.with_name(f".{target.name}.retired-{os.getpid()}")
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+    return target
+
+
+def write_atomically(path: Path, text: str) -> None:
     """Write `path` so a reader sees the old or the new content, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -298,7 +309,7 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
     # already names teacher_version.N (a response of a version the config does not name
     # would be labeled `unknown`, which the labeler refuses as unavailable).
     (model_dir / "configs").mkdir(exist_ok=True)
-    _write_atomically(
+    write_atomically(
         model_dir / "config.pbtxt",
         _config(
             options,
@@ -309,7 +320,7 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
             dims,
         ),
     )
-    _write_atomically(
+    write_atomically(
         model_dir / "configs" / "gpu.pbtxt",
         _config(
             options,
@@ -321,9 +332,4 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
         ),
     )
     # Then the version, by rename: Triton sees no version N or the whole of it.
-    retired = model_dir / f".{version}.retired-{os.getpid()}"
-    if target.exists():
-        target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
-    return target
+    return install_version(staging, target)
