@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 from infra.config import Settings
-
-
-def _progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+from serving.cli import _progress
 
 
 def _when(value: str | None) -> datetime | None:

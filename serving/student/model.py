@@ -170,7 +170,7 @@ class Student:
         np.savez(path / WEIGHTS, **arrays)
         if bm25_file is not None and Path(bm25_file) != path / BM25_FILE:
             shutil.copyfile(bm25_file, path / BM25_FILE)
-        (path / MANIFEST).write_text(self.manifest.model_dump_json(indent=2) + "\n")
+        self.write_manifest(path)
 
     def write_manifest(self, path: Path) -> None:
         (Path(path) / MANIFEST).write_text(self.manifest.model_dump_json(indent=2) + "\n")
