@@ -34,7 +34,7 @@ state, port = sys.argv[1], int(sys.argv[2])
 repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 env = {k: v for k, v in os.environ.items() if not k.startswith("FRESHLABEL_")}
 env.update(FRESHLABEL_STATE_DIR=state, FRESHLABEL_BROKER__PORT=str(port))
-cli = [f"{repo}/.venv/bin/python", "-m", "infra.cli"]
+cli = [f"{repo}/.venv/bin/python", "-m", "freshlabel.cli"]
 print(subprocess.run(cli + ["up"], env=env, cwd=repo, capture_output=True, text=True).stderr[-300:])
 boot = f"127.0.0.1:{port}"
 p = Producer({"bootstrap.servers": boot, "message.max.bytes": 2_000_000, "acks": "all"})

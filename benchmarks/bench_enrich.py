@@ -41,12 +41,12 @@ from benchmarks.cpu import machine_load, tree_cpu_seconds  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.config import Settings  # noqa: E402
 from infra.flink_cluster import JOBMANAGER, TASKMANAGER  # noqa: E402
+from infra.kafka_io import consumer, producer, read_all  # noqa: E402
 from infra.process import free_port  # noqa: E402
 from schemas import BoardSave, Engagement, Event, Impression, PinCaption, PinContent  # noqa: E402
 from streams.enrich import operations  # noqa: E402
 from streams.enrich.clock import advance_event_time  # noqa: E402
 from streams.enrich.reference import pit_violations  # noqa: E402
-from streams.kafka_io import consumer, producer, read_all  # noqa: E402
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 TITLES = [f"board title {i}" for i in range(50)]

@@ -37,11 +37,11 @@ from kafka import TopicPartition  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.config import Settings  # noqa: E402
 from infra.flink_cluster import request  # noqa: E402
+from infra.kafka_io import consumer, producer  # noqa: E402
 from infra.process import free_port  # noqa: E402
 from schemas import Event, Impression, PinCaption, PinContent  # noqa: E402
 from streams.enrich import operations  # noqa: E402
 from streams.enrich.clock import advance_event_time  # noqa: E402
-from streams.kafka_io import consumer, producer  # noqa: E402
 from streams.produce import produce_events  # noqa: E402
 
 KEYS_TARGET = 5_000_000

@@ -35,12 +35,13 @@ from benchmarks.cpu import machine_load, tree_cpu_seconds  # noqa: E402
 from infra import stack, triton  # noqa: E402
 from infra.catalog import open_catalog  # noqa: E402
 from infra.config import Settings  # noqa: E402
+from infra.kafka_io import producer  # noqa: E402
 from infra.process import free_port  # noqa: E402
 from schemas import EnrichedImpression  # noqa: E402
 from serving.labeler.freshness import freshness  # noqa: E402
 from serving.labeler.labeler import Labeler  # noqa: E402
 from serving.labeler.triton_scorer import TritonScorer  # noqa: E402
-from streams.kafka_io import producer  # noqa: E402
+from serving.teacher.export import prepare_repository  # noqa: E402
 
 WORDS = [
     "oak",
@@ -124,7 +125,7 @@ def throughput(settings: Settings, rows: int, unique: bool) -> dict[str, float]:
 
 
 def freshness_at_rate(settings: Settings, rate: float, seconds: float, env: dict[str, str]) -> dict:
-    cmd = [sys.executable, "-m", "infra.cli"]
+    cmd = [sys.executable, "-m", "freshlabel.cli"]
     labeler = subprocess.Popen([*cmd, "label", "run"], env=env)
     # Both sinks run, as in production: freshness joins each label to its enriched row.
     sinks = [
@@ -175,6 +176,7 @@ def main() -> None:
             **{f"FRESHLABEL_TRITON__{k.upper()}": str(v) for k, v in ports.items()},
             "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
         }
+        prepare_repository(settings)
         stack.up(settings)
         try:
             result = {

@@ -42,10 +42,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.cpu import machine_load, tree_cpu_seconds  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.config import Settings, SinkSettings  # noqa: E402
+from infra.kafka_io import producer  # noqa: E402
 from infra.process import free_port  # noqa: E402
 from infra.worker_status import WorkerStatus, status_dir  # noqa: E402
 from schemas import EnrichedImpression  # noqa: E402
-from streams.kafka_io import producer  # noqa: E402
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 TOPIC = "impressions.enriched"
@@ -137,7 +137,7 @@ class SinkProcess:
     final: dict[str, Any] = field(default_factory=dict)
 
     def start(self) -> SinkProcess:
-        argv = [sys.executable, "-m", "infra.cli", "sink", "run", "--topic", TOPIC]
+        argv = [sys.executable, "-m", "freshlabel.cli", "sink", "run", "--topic", TOPIC]
         with open(self.log, "ab") as err:
             self.proc = subprocess.Popen(
                 [*argv, "--table", self.table, *self.args],

@@ -69,7 +69,7 @@ EOF
 step "3/5 teacher"
 if [ ! -f "$MODEL/manifest.json" ]; then
     MODEL=$(mktemp -d)/teacher
-    "$PY" -m infra.cli teacher train --data "$DATA" --columns crowdflower --out "$MODEL" \
+    "$PY" -m freshlabel.cli teacher train --data "$DATA" --columns crowdflower --out "$MODEL" \
         --device cuda --epochs 1 --max-steps 300
 fi
 echo "teacher: $MODEL"

@@ -24,12 +24,12 @@ from pathlib import Path
 from infra import stack
 from infra.catalog import ensure_all_tables, open_catalog
 from infra.config import Settings
+from infra.kafka_io import producer
 from infra.process import free_port
 from quality.gate import QualityGate
 from quality.samples import enriched_impressions, labels
 from streams.arrow_rows import SourcePosition, to_arrow
 from streams.iceberg_sink import IcebergSink
-from streams.kafka_io import producer
 from streams.produce import produce_events
 
 

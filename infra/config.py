@@ -593,7 +593,7 @@ class DemoSettings(BaseModel):
 
 
 class MonitoringSettings(BaseModel):
-    """Thresholds of the production alerts (infra/deploy/monitoring.py, docs/monitoring.md).
+    """Thresholds of the production alerts (freshlabel/deploy/monitoring.py, docs/monitoring.md).
 
     Rates are per second, averaged over `rate_window_s`; each alert fires once its
     condition has held for `for_s` (the worker-down alert: `down_for_s`).
@@ -627,7 +627,7 @@ class ComponentResources(BaseModel):
 
 
 class DeploySettings(BaseModel):
-    """What only a Kubernetes deployment needs (`freshlabel deploy render`, infra/deploy/).
+    """What only a Kubernetes deployment needs (`freshlabel deploy render`, freshlabel/deploy/).
 
     Numbers the platform itself uses (partitions, batch sizes, windows, ports) are not here:
     the renderer reads them from the rest of `Settings`, so the cluster and the embedded

@@ -81,7 +81,7 @@ def rest_url(settings: Settings) -> str:
 def cluster_tuning(settings: Settings) -> dict[str, Any]:
     """The cluster options that do not depend on where it runs: failover, slots, managed
     memory for RocksDB. The embedded cluster and the Kubernetes FlinkDeployment
-    (infra/deploy/render.py) both take them from here.
+    (freshlabel/deploy/render.py) both take them from here.
 
     Args:
         settings: the platform settings (flink.*).

@@ -7,6 +7,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -231,3 +232,16 @@ def _group_alive(pgid: int) -> bool:
         if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+def stop_on_sigterm() -> Callable[[], bool]:
+    """SIGTERM/SIGINT end a long-running loop after its current step (a final commit
+    included) instead of killing it mid-way."""
+    requested = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        requested.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return requested.is_set

@@ -233,7 +233,6 @@ def up(settings: Settings, durable: bool | None = None) -> StackState:
                 _write_state(settings, state)
             teacher = None
             if triton.enabled(settings):
-                triton.prepare_repository(settings)
                 teacher = triton.start_triton(settings)
                 state.services.append(teacher)
                 _write_state(settings, state)
@@ -306,7 +305,6 @@ def _start_one(settings: Settings, name: str, started: list[ServiceRecord]) -> N
             "a Flink REST overview with a registered TaskManager",
         )
     elif name == triton.SERVICE:
-        triton.prepare_repository(settings)
         teacher = triton.start_triton(settings)
         started.append(teacher)
         triton.wait_ready(settings, teacher)

@@ -229,18 +229,6 @@ def ports_needed(settings: Settings) -> dict[str, int]:
     return {f"triton {name}": port for name, port in ports(settings).items()}
 
 
-def prepare_repository(settings: Settings) -> None:
-    """Export the configured teacher as version 1 when the repository has no version yet."""
-    model_dir = settings.teacher.model_dir
-    if model_dir is None or model_present(settings):
-        return
-    from serving.teacher.export import ExportOptions, export_teacher
-
-    export_teacher(
-        Path(model_dir), repository_path(settings), 1, ExportOptions.from_settings(settings)
-    )
-
-
 def health_detail(settings: Settings) -> str:
     versions = served_versions(settings)
     return (

@@ -177,8 +177,8 @@ class AlertPublisher:
 
     def _kafka(self) -> Any:
         if self._producer is None:
+            from infra.kafka_io import producer
             from infra.topics import ensure_topics
-            from streams.kafka_io import producer
 
             ensure_topics(self.settings, [self.settings.quality.alerts_topic])
             self._producer = producer(self.settings)

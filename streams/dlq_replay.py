@@ -24,8 +24,8 @@ from kafka import KafkaProducer
 from pydantic import BaseModel, Field, ValidationError
 
 from infra.config import Settings
+from infra.kafka_io import consumer, producer
 from streams.dlq import DeadLetter, Reason
-from streams.kafka_io import consumer, producer
 
 
 class ReplayRecord(BaseModel):

@@ -57,12 +57,12 @@ from tenacity import (
 
 from infra.catalog import ensure_namespace, ensure_table, open_catalog
 from infra.config import Settings
+from infra.kafka_io import consumer, producer
 from schemas.base import Event
 from streams.arrow_rows import with_sink_columns
 from streams.decode import DeadLetterWriter, Decoder
 from streams.dedupe import KeyIndex
 from streams.dlq import DeadLetter
-from streams.kafka_io import consumer, producer
 from streams.offsets import append_with_offsets, committed_offsets
 from streams.sink_metrics import SinkMetrics
 
@@ -82,7 +82,7 @@ def _take(rows: pa.Table, indices: np.ndarray) -> pa.Table:
 
 def sink_group_id(table_name: str) -> str:
     """The consumer group of the sinks of `table_name` (unless `--group` names another); the
-    Kubernetes autoscaler reads its lag (infra/deploy/render.py)."""
+    Kubernetes autoscaler reads its lag (freshlabel/deploy/render.py)."""
     return f"freshlabel-sink-{table_name}"
 
 

@@ -51,7 +51,7 @@ def freshlabel(
     settings: Settings, *args: str, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args],
+        [sys.executable, "-m", "freshlabel.cli", *args],
         env=settings_env(settings),
         cwd=ROOT,
         capture_output=True,

@@ -93,7 +93,7 @@ def start_cli(
     its output appended to `log` (a pipe nobody reads could fill and stall it)."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", *args],
+            [sys.executable, "-m", "freshlabel.cli", *args],
             env={**labeler_env(settings), **(env or {})},
             cwd=ROOT,
             stdout=out,

@@ -8,10 +8,10 @@ import pytest
 from kafka import OffsetAndMetadata, TopicPartition
 
 from infra.config import Settings
+from infra.kafka_io import consumer, group_offsets, producer, read_all
 from schemas import Impression
 from streams.decode import DeadLetterWriter, Decoder
 from streams.dlq import DeadLetter, Reason
-from streams.kafka_io import consumer, group_offsets, producer, read_all
 from streams.produce import produce_events
 from streams.samples import sample_events
 from tests.test_decode import BAD_INPUTS, GOOD

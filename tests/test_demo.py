@@ -28,7 +28,7 @@ def test_demo_runs_the_whole_platform_and_reports(settings: Settings) -> None:
     env["FRESHLABEL_TEACHER__TEACHERS_DIR"] = str(settings.state_dir / "no-teachers")
     env["FRESHLABEL_DEMO__IMPRESSIONS"] = "3000"
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "demo"],
+        [sys.executable, "-m", "freshlabel.cli", "demo"],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -8,7 +8,7 @@
   endpoint logic is also checked alone, with a fake clock.
 - ServiceMonitors and the PrometheusRule validate against their CRD's openAPIV3Schema in
   ../shared/k8s/crds/ and the Services against the Kubernetes schema, strictly, with
-  infra/deploy/validate.py (skipped loudly without the CRDs); thresholds follow
+  freshlabel/deploy/validate.py (skipped loudly without the CRDs); thresholds follow
   `settings.monitoring`.
 """
 
@@ -32,19 +32,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from infra.config import PROJECT_ROOT, Settings
-from infra.deploy.monitoring import (
+from freshlabel.deploy.monitoring import (
     SCRAPE_JOBS,
     alert_rules,
     grafana_dashboard,
     monitoring_manifests,
     selector_labels,
 )
-from infra.deploy.validate import CRD_DIR, load_crds, validate_documents
+from freshlabel.deploy.validate import CRD_DIR, load_crds, validate_documents
+from infra.config import PROJECT_ROOT, Settings
+from infra.kafka_io import producer
 from infra.process import free_port
 from infra.worker_health import ConsumerLag, WorkerHealth
 from schemas import EnrichedImpression
-from streams.kafka_io import producer
 from streams.produce import produce_events
 from tests.conftest import ROOT, settings_env
 from tests.test_sink_faults import impressions
@@ -176,7 +176,7 @@ def test_manifests_validate_against_their_schemas(tmp_path: Path) -> None:
     manifests = monitoring_manifests(settings)
     kinds = [m["kind"] for m in manifests]
     assert kinds.count("ServiceMonitor") == len(SCRAPE_JOBS) and "PrometheusRule" in kinds
-    # Strict, as infra/deploy/validate.py checks every rendered folder: unknown fields fail.
+    # Strict, as freshlabel/deploy/validate.py checks every rendered folder: unknown fields fail.
     docs = [("monitoring.yaml", m) for m in manifests]
     assert validate_documents(docs, load_crds(tmp_path)) == []
     assert {m["metadata"]["namespace"] for m in manifests} == {settings.deploy.namespace}
@@ -288,7 +288,7 @@ def test_sink_metrics_count_commit_failures_apart_from_conflicts(tmp_path: Path)
 def _start(settings: Settings, env_extra: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     env = {**settings_env(settings), **env_extra}
     return subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", *args],
+        [sys.executable, "-m", "freshlabel.cli", *args],
         env=env,
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.cli import main
-from infra.config import PROJECT_ROOT, Settings
-from infra.deploy.cli import load_profile
-from infra.deploy.render import (
+from freshlabel.cli import main
+from freshlabel.deploy.cli import load_profile
+from freshlabel.deploy.render import (
     CONFIG_FILE,
     JOB_ENTRY,
     RenderError,
     flink_configuration,
     render,
 )
-from infra.deploy.validate import CRD_DIR, CustomResource, load_crds, validate_documents
+from freshlabel.deploy.validate import CRD_DIR, CustomResource, load_crds, validate_documents
+from infra.config import PROJECT_ROOT, Settings
 from streams.enrich.job import job_config
 
 PRODUCTION = PROJECT_ROOT / "infra" / "profiles" / "production.yaml"

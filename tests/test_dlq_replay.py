@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from infra.config import Settings
+from infra.kafka_io import producer, read_all
 from infra.topics import ensure_topics
 from streams.dlq import DeadLetter, Reason
 from streams.dlq_replay import ReplayReport, replay, select
-from streams.kafka_io import producer, read_all
 
 
 def _letter(reason: Reason, value: bytes, offset: int, failed_at: datetime) -> DeadLetter:

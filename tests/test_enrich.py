@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from infra import stack
 from infra.config import Settings
+from infra.kafka_io import consumer, producer
 from infra.process import free_port, is_running
 from schemas import BoardSave, Engagement, Event, Impression, PinCaption, PinContent
 from schemas.topics import model_for_topic
@@ -34,7 +35,6 @@ from streams.enrich import operations
 from streams.enrich.clock import advance_event_time, mark_value
 from streams.enrich.reference import LateVersion, expected, late_versions, pit_violations
 from streams.enrich.sql import LATE_VERSION_TOPICS, SOURCES, SqlSettingsError, interval, render
-from streams.kafka_io import consumer, producer
 from streams.produce import produce_events
 from tests.conftest import ROOT, make_settings, settings_env
 
@@ -320,7 +320,7 @@ def _cli_env(settings: Settings) -> dict[str, str]:
 
 def cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "infra.cli", *args],
+        [sys.executable, "-m", "freshlabel.cli", *args],
         env=_cli_env(settings),
         cwd=ROOT,
         capture_output=True,

@@ -31,12 +31,12 @@ import pytest
 
 from infra import stack
 from infra.config import Settings
+from infra.kafka_io import producer
 from schemas import Event, Impression, PinCaption, PinContent
 from streams.dlq import DeadLetter
 from streams.enrich import operations
 from streams.enrich.clock import NUDGE, advance_event_time
 from streams.enrich.reference import late_versions, pit_violations
-from streams.kafka_io import producer
 from streams.produce import produce_events
 from tests.test_enrich import ENRICHED, _flink_settings, _imp, cli, read_records
 

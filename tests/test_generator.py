@@ -18,6 +18,7 @@ import pytest
 from kafka import TopicPartition
 
 from infra.config import EVENT_TOPICS, GeneratorSettings, Settings
+from infra.kafka_io import consumer
 from infra.process import free_port
 from schemas import Engagement, Event, Impression, PinCaption, PinContent
 from schemas.topics import model_for_topic
@@ -25,7 +26,6 @@ from streams.generator import generate_events, load_truth, run
 from streams.generator.query_log import QueryLogError, read_query_log
 from streams.generator.timeline import Timeline
 from streams.generator.writer import ProduceError
-from streams.kafka_io import consumer
 from tests.conftest import ROOT, freshlabel, shared_data
 
 # Small but complete: every family, season and trend has pins and queries.

@@ -26,6 +26,7 @@ import pytest
 from infra import stack, triton
 from infra.catalog import open_catalog
 from infra.config import GeneratorSettings, Settings
+from infra.kafka_io import producer, read_all
 from infra.process import ServiceRecord, free_port, port_free, stop
 from schemas import EnrichedImpression
 from serving.labeler.cache import ScoreCache, cache_key, input_hash
@@ -38,7 +39,6 @@ from streams.dlq import DeadLetter, Reason
 from streams.enrich.reference import expected, load_events
 from streams.generator import generate_events
 from streams.iceberg_sink import IcebergSink
-from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
 from tests.conftest import ROOT, freshlabel, make_settings
 from tests.teacher_fixtures import QUERIES, labeler_env, start_cli, world_sample
@@ -133,7 +133,7 @@ def test_every_row_labeled_once_through_a_triton_outage(platform: Platform) -> N
     with producer(settings) as prod:
         produce_events(prod, rows[:300])
     labeler = subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "label", "run", "--idle-timeout", "40"],
+        [sys.executable, "-m", "freshlabel.cli", "label", "run", "--idle-timeout", "40"],
         env=labeler_env(settings),
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -207,7 +207,7 @@ def test_seeded_run_survives_sigkill_and_sends_a_malformed_row_to_the_dlq(
         produce_events(prod, rows[: len(rows) // 2])
         prod.send("impressions.enriched", key=b"broken-1", value=broken).get(timeout=30)
         produce_events(prod, rows[len(rows) // 2 :])
-    command = [sys.executable, "-m", "infra.cli", "label", "run", "--idle-timeout", "15"]
+    command = [sys.executable, "-m", "freshlabel.cli", "label", "run", "--idle-timeout", "15"]
     first = subprocess.Popen(command, env=labeler_env(settings), cwd=ROOT)
     try:
         deadline = time.monotonic() + 180
@@ -282,7 +282,7 @@ def test_version_roll_then_backfill(platform: Platform, teachers: dict[str, Path
             [
                 sys.executable,
                 "-m",
-                "infra.cli",
+                "freshlabel.cli",
                 "label",
                 "backfill",
                 "--teacher-version",
@@ -357,7 +357,7 @@ class _LabelWatch:
     def __init__(self, settings: Settings) -> None:
         from kafka import TopicPartition
 
-        from streams.kafka_io import consumer
+        from infra.kafka_io import consumer
 
         self.reader = consumer(settings, None)
         parts = self.reader.partitions_for_topic("labels") or set()
@@ -466,7 +466,15 @@ def test_a_running_backfill_keeps_live_freshness_within_1_5x(
         watch.wait_for("warm", 5)
         version = sorted(watch.versions)[-1]
         bulk = subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", "label", "backfill", "--teacher-version", version],
+            [
+                sys.executable,
+                "-m",
+                "freshlabel.cli",
+                "label",
+                "backfill",
+                "--teacher-version",
+                version,
+            ],
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,

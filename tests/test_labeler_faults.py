@@ -36,6 +36,7 @@ from infra import stack, triton
 from infra.broker import broker_healthy, start_broker
 from infra.catalog import open_catalog
 from infra.config import Settings
+from infra.kafka_io import producer, read_all
 from infra.process import ServiceRecord, free_port, stop
 from infra.topics import ensure_topics
 from schemas import EnrichedImpression
@@ -47,7 +48,6 @@ from serving.teacher.export import ExportOptions, export_teacher
 from serving.teacher.train import TrainConfig, train_teacher
 from streams.dlq import DeadLetter, Reason
 from streams.iceberg_sink import IcebergSink
-from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
 from tests.conftest import freshlabel, make_settings
 from tests.teacher_fixtures import QUERIES, start_cli, world_sample

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.cli import build_parser
+from freshlabel.cli import build_parser
 from infra.config import PROJECT_ROOT
 
 DOCS = PROJECT_ROOT / "docs"

@@ -18,9 +18,9 @@ from typing import Any
 
 from infra.catalog import open_catalog
 from infra.config import Settings
+from infra.kafka_io import producer, read_all
 from streams.dlq import DeadLetter, Reason
 from streams.iceberg_sink import IcebergSink
-from streams.kafka_io import producer, read_all
 from streams.offsets import committed_offsets
 
 TOPIC = "impressions"

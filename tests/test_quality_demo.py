@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from freshlabel.demo_burst import inject_bad_burst
 from infra.config import Settings
-from quality.demo_burst import inject_bad_burst
 
 pytestmark = pytest.mark.slow
 

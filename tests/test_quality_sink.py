@@ -18,13 +18,13 @@ from pyiceberg.catalog import Catalog
 
 from infra.catalog import open_catalog
 from infra.config import Settings
+from infra.kafka_io import producer, read_all
 from quality.gate import QualityGate
 from quality.samples import changed, enriched_impressions, labels
 from schemas import RelevanceLabel
 from schemas.base import Event
 from streams.arrow_rows import SourcePosition, to_arrow
 from streams.iceberg_sink import IcebergSink, SinkStats
-from streams.kafka_io import producer, read_all
 from streams.offsets import committed_offsets
 from streams.produce import produce_events
 from tests.conftest import freshlabel

@@ -6,9 +6,9 @@ import json
 
 from infra.catalog import open_catalog
 from infra.config import Settings
+from infra.kafka_io import producer, read_all
 from schemas import PinCaption
 from streams.iceberg_sink import IcebergSink
-from streams.kafka_io import producer, read_all
 from streams.offsets import committed_offsets
 from streams.produce import produce_events
 from streams.samples import sample_events

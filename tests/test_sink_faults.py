@@ -15,9 +15,9 @@ from pyiceberg.exceptions import NoSuchTableError
 
 from infra.catalog import open_catalog
 from infra.config import Settings
+from infra.kafka_io import producer
 from schemas import Impression
 from streams.iceberg_sink import IcebergSink
-from streams.kafka_io import producer
 from streams.produce import produce_events
 from tests.conftest import ROOT, settings_env
 
@@ -46,7 +46,7 @@ def sink_process(settings: Settings, table: str) -> subprocess.Popen[bytes]:
         [
             sys.executable,
             "-m",
-            "infra.cli",
+            "freshlabel.cli",
             "sink",
             "run",
             "--topic",
@@ -160,7 +160,7 @@ def churn_sink(
     """A sink process that runs until stopped (or `--idle-timeout` in `args`), committing
     small batches often; `env` adds settings to its environment."""
     return subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", "sink", "run", "--topic", "impressions"]
+        [sys.executable, "-m", "freshlabel.cli", "sink", "run", "--topic", "impressions"]
         + ["--table", table, "--batch-rows", "2000", "--batch-seconds", "1", *args],
         env={**settings_env(settings), **(env or {})},
         cwd=ROOT,

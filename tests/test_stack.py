@@ -73,7 +73,7 @@ def test_down_when_not_up_is_harmless(settings: Settings) -> None:
 
 @pytest.mark.slow
 def test_durable_broker_keeps_messages_across_restart(settings: Settings) -> None:
-    from streams.kafka_io import producer, read_all
+    from infra.kafka_io import producer, read_all
 
     stack.up(settings, durable=True)
     try:
@@ -122,7 +122,7 @@ def test_up_durable_restarts_a_sigkilled_broker_and_keeps_acknowledged_data(
 ) -> None:
     import signal
 
-    from streams.kafka_io import producer, read_all
+    from infra.kafka_io import producer, read_all
 
     first = freshlabel(settings, "up", "--durable")
     assert first.returncode == 0, first.stderr

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from freshlabel.demo import quick_teacher
 from infra import triton
 from infra.catalog import ensure_namespace, ensure_table, open_catalog
 from infra.config import Settings
-from infra.demo import quick_teacher
 from infra.process import free_port, stop
 from schemas import RelevanceLabel
 from serving.dataset import build_training_set

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from freshlabel.cli import main
 from infra import stack, triton
-from infra.cli import main
 from infra.config import Settings, TritonSettings
 from infra.process import free_port, stop
 from serving.client import TeacherClient, TeacherUnavailable, TeacherVersionMissing
 from serving.teacher.data import load_pairs
-from serving.teacher.export import ExportOptions, export_teacher, served_version
+from serving.teacher.export import ExportOptions, export_teacher, prepare_repository, served_version
 from serving.teacher.model import Teacher
 from serving.teacher.onnx_runtime import export_onnx, onnx_file
 from serving.teacher.train import TrainConfig, train_teacher
@@ -333,6 +333,7 @@ def test_up_serves_the_configured_teacher_and_status_shows_it(
     settings = make_settings(
         tmp_path / "state", triton=triton_ports(), teacher={"model_dir": tiny_teacher}
     )
+    prepare_repository(settings)  # what `freshlabel up` does first
     stack.up(settings)
     try:
         report = {s.name: s for s in stack.status(settings)}

@@ -23,6 +23,7 @@ import pytest
 
 from infra import worker_status
 from infra.config import Settings
+from infra.kafka_io import producer
 from infra.worker_status import (
     CRASH_LOOP_DEATHS,
     KEEP_DEAD,
@@ -32,7 +33,6 @@ from infra.worker_status import (
     read_statuses,
     worker_groups,
 )
-from streams.kafka_io import producer
 from streams.produce import produce_events
 from tests.conftest import ROOT, freshlabel, settings_env
 from tests.test_sink_faults import impressions
@@ -48,7 +48,7 @@ def broken(self, *args, **kwargs):
     raise RuntimeError("injected failure: metrics volume full")
 
 metrics.SinkMetrics.record_commit = broken
-from infra.cli import main
+from freshlabel.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -81,7 +81,7 @@ def start_sink(
     unread pipe fills up and blocks the sink)."""
     with open(log, "ab") if log else contextlib.nullcontext(subprocess.PIPE) as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "infra.cli", *sink_argv(table, *extra)],
+            [sys.executable, "-m", "freshlabel.cli", *sink_argv(table, *extra)],
             env=settings_env(settings),
             cwd=ROOT,
             stdout=out,

@@ -27,12 +27,12 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, Greate
 
 from infra.catalog import open_catalog
 from infra.config import Settings
+from infra.kafka_io import producer
 from schemas import EnrichedImpression
 from serving.labeler.cache import ScoreCache
 from serving.labeler.labeler import LABELS_TOPIC, LabelMaker
 from serving.labeler.metrics import LabelerMetrics
 from serving.labeler.triton_scorer import TritonScorer
-from streams.kafka_io import producer
 
 
 class BackfillStats(BaseModel):

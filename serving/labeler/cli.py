@@ -18,7 +18,7 @@ def _since(value: str | None) -> datetime | None:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.cli import stop_on_sigterm
+    from infra.process import stop_on_sigterm
     from serving.labeler.labeler import Labeler
     from serving.labeler.triton_scorer import TritonScorer
 
@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.cli import stop_on_sigterm
+    from infra.process import stop_on_sigterm
     from serving.labeler.backfill import backfill
 
     stop = stop_on_sigterm()

@@ -79,6 +79,7 @@ from tenacity import (
 )
 
 from infra.config import Settings
+from infra.kafka_io import consumer, producer
 from schemas import EnrichedImpression, RelevanceLabel
 from schemas.topics import dlq_topic
 from serving.labeler.cache import CachedScore, ScoreCache, cache_key, input_hash
@@ -87,7 +88,6 @@ from serving.labeler.metrics import LabelerMetrics
 from serving.teacher.text import build_pin_text
 from streams.decode import Decoder
 from streams.dlq import DeadLetter, Reason
-from streams.kafka_io import consumer, producer
 
 log = logging.getLogger(__name__)
 

@@ -333,3 +333,23 @@ def export_teacher(teacher_dir: Path, repo: Path, version: int, options: ExportO
     )
     # Then the version, by rename: Triton sees no version N or the whole of it.
     return install_version(staging, target)
+
+
+def prepare_repository(settings: Settings) -> None:
+    """Export the configured teacher (`teacher.model_dir`) as version 1 of the Triton
+    repository when the repository has no model yet; nothing when either is not so.
+
+    The embedded stack serves what the repository holds and knows nothing of teachers, so
+    the composition root (`freshlabel up`, the demo) calls this before starting it.
+
+    Args:
+        settings: The platform settings (teacher.model_dir, triton.repository).
+    """
+    from infra import triton
+
+    model_dir = settings.teacher.model_dir
+    if model_dir is None or triton.model_present(settings):
+        return
+    export_teacher(
+        Path(model_dir), triton.repository_path(settings), 1, ExportOptions.from_settings(settings)
+    )

@@ -37,9 +37,9 @@ from datetime import UTC, datetime, timedelta
 
 from infra.config import Settings
 from infra.flink_cluster import FlinkError, list_jobs, request
+from infra.kafka_io import producer
 from infra.topics import ensure_topics
 from streams.enrich.sql import SOURCES, input_topics
-from streams.kafka_io import producer
 
 NUDGE = timedelta(milliseconds=1)
 # The key of every clock mark (compacted topics keep the newest mark of each partition).

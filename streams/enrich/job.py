@@ -21,7 +21,7 @@ from streams.enrich.sql import render, state_ttl_s
 
 def job_config(settings: Settings) -> dict[str, str]:
     """The job's own configuration, the same wherever it runs (the embedded cluster, a
-    session cluster, or the Flink Kubernetes operator: infra/deploy/render.py puts exactly
+    session cluster, or the Flink Kubernetes operator: freshlabel/deploy/render.py puts exactly
     these into the FlinkDeployment).
 
     Args:

@@ -11,9 +11,9 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from infra.config import Settings
+from infra.kafka_io import producer
 from infra.process import port_open
 from schemas.base import Event
-from streams.kafka_io import producer
 
 # Few, large batches: each new batch wakes kafka-python's I/O thread through a socket, and
 # that GIL hand-off cost more than the sending itself (half the produce time in a profile).

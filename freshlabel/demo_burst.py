@@ -1,6 +1,6 @@
 """`make demo`'s bad-data burst: a short run of broken records through the real sinks.
 
-    from quality.demo_burst import inject_bad_burst
+    from freshlabel.demo_burst import inject_bad_burst
     burst = inject_bad_burst(settings)       # the stack must be up
     report["dq_alerts"] = burst.dq_alerts     # firing alerts by check
     report["quarantined_rows"] = burst.quarantined_rows
@@ -31,11 +31,11 @@ from pyiceberg.expressions import GreaterThanOrEqual
 
 from infra.catalog import open_catalog
 from infra.config import Settings
+from infra.kafka_io import producer, read_all
 from quality.samples import changed, enriched_impressions, labels
 from schemas.base import Event
 from schemas.quality import QUARANTINE_TABLES
 from streams.iceberg_sink import IcebergSink, SinkStats
-from streams.kafka_io import producer, read_all
 from streams.produce import produce_events
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from infra import stack
 from infra.catalog import open_catalog
 from infra.config import PROJECT_ROOT, Settings
+from serving.teacher.export import prepare_repository
 
 DLQ_TOPICS = (
     "impressions.dlq",
@@ -88,7 +89,7 @@ def _demo_settings(settings: Settings, teacher_dir: Path) -> Settings:
 def _spawn(settings_env: dict[str, str], *args: str, log_to: Path) -> subprocess.Popen[bytes]:
     log_to.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "infra.cli", *args],
+        [sys.executable, "-m", "freshlabel.cli", *args],
         env=settings_env,
         cwd=PROJECT_ROOT,
         stdout=open(log_to, "wb"),  # noqa: SIM115 - the child owns it
@@ -118,6 +119,7 @@ def run(settings: Settings) -> dict[str, Any]:
         teacher_dir, teacher_source = quick_teacher(settings, work), "quick-world-sample"
     s = _demo_settings(settings, teacher_dir)
     log("starting the stack (broker, catalog, Flink, Triton)")
+    prepare_repository(s)
     stack.up(s)
     try:
         report = _pipeline(s, work)
@@ -203,7 +205,7 @@ def _pipeline(s: Settings, work: Path) -> dict[str, Any]:
         report[key] = report["student"].get(key)
     # After measuring: the burst writes its own (bad) rows into the same tables.
     log("injecting a burst of bad data through the quality gate")
-    from quality.demo_burst import inject_bad_burst
+    from freshlabel.demo_burst import inject_bad_burst
 
     burst = inject_bad_burst(s)
     report["dq_alerts"] = burst.dq_alerts
@@ -226,8 +228,8 @@ def _drain_pipeline(
         worker name -> exit code (0: it committed what it held and stopped cleanly), and
         the labeler's final stats (the last JSON line of its log).
     """
+    from infra.kafka_io import group_offsets
     from serving.labeler.labeler import SOURCE_TOPIC
-    from streams.kafka_io import group_offsets
     from streams.offsets import committed_offsets
 
     catalog = open_catalog(s)
@@ -310,11 +312,11 @@ def _last_json_line(path: Path) -> dict[str, Any]:
 
 
 def _measure(s: Settings, produced: dict[str, int], labeler: dict[str, Any]) -> dict[str, Any]:
+    from infra.kafka_io import read_all
     from serving.labeler.freshness import freshness
     from serving.teacher.metrics import qwk
     from streams.enrich.reference import pit_violations
     from streams.generator.truth import load_truth
-    from streams.kafka_io import read_all
 
     catalog = open_catalog(s)
     ns = s.catalog.namespace

@@ -47,7 +47,7 @@ def load_profile(profile: Path) -> Settings:
 
 
 def _render(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.deploy.render import write
+    from freshlabel.deploy.render import write
 
     written = write(load_profile(Path(args.profile)), Path(args.out))
     for path in written:
@@ -57,7 +57,7 @@ def _render(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _validate(args: argparse.Namespace, settings: Settings) -> int:
-    from infra.deploy.validate import CRD_DIR, KUBERNETES_VERSION, validate_dir
+    from freshlabel.deploy.validate import CRD_DIR, KUBERNETES_VERSION, validate_dir
 
     errors = validate_dir(Path(args.dir), Path(args.crds) if args.crds else CRD_DIR)
     for line in errors:

@@ -6,7 +6,7 @@ workers export (the sink's `streams/sink_metrics.py`, the labeler's
 threshold comes from `settings.monitoring`; tests/test_deploy_monitoring.py parses every
 expression and checks each name against the live `/metrics` of a real sink and labeler.
 
-How the pieces meet (the contract with the Deployments infra/deploy/render.py writes):
+How the pieces meet (the contract with the Deployments freshlabel/deploy/render.py writes):
 - each worker pod carries `selector_labels(app)` and names its metrics container port
   `METRICS_PORT` (the sink and labeler serve /metrics, /healthz and /readyz there; Triton
   serves its own metrics on it);

@@ -7,13 +7,12 @@ import importlib
 import json
 import logging
 import shutil
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from infra.config import Settings, load_settings
+from infra.process import stop_on_sigterm
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -25,14 +24,16 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serving.cli",
     "serving.labeler.cli",
     "serving.student.cli",
-    "infra.deploy.cli",
+    "freshlabel.deploy.cli",
     "streams.dlq_cli",
 )
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from infra import stack
+    from serving.teacher.export import prepare_repository
 
+    prepare_repository(settings)
     state = stack.up(settings, durable=True if args.durable else None)
     for service in state.services:
         ports = ", ".join(f"{k} {v}" for k, v in service.ports.items())
@@ -145,19 +146,6 @@ def _sink_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def stop_on_sigterm() -> Callable[[], bool]:
-    """SIGTERM/SIGINT end a long-running loop after its current step (a final commit
-    included) instead of killing it mid-way."""
-    requested = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        requested.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return requested.is_set
-
-
 def _tables_maintain(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
@@ -181,7 +169,7 @@ def _tables_maintain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from infra import demo
+    from freshlabel import demo
 
     run_settings = settings.model_copy(deep=True)
     # The demo's memory broker starts empty, so it gets its own, fresh catalog too: offsets

@@ -13,7 +13,7 @@ Components (one file each, see `render`): the settings ConfigMap, Strimzi KafkaT
 enrichment job as a Flink operator FlinkDeployment (application mode, last-state upgrades,
 state on object storage, autoscaler), one Deployment + KEDA ScaledObject per sink table and
 for the labeler (scaled on consumer-group lag, never past the partition count), Triton
-(GPU Deployment, Service, KEDA on queue time), and monitoring (infra/deploy/monitoring.py).
+(GPU Deployment, Service, KEDA on queue time), and monitoring (freshlabel/deploy/monitoring.py).
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from typing import Any
 
 import yaml
 
-from infra.config import PROJECT_ROOT, ComponentResources, Settings
-from infra.deploy.monitoring import (
+from freshlabel.deploy.monitoring import (
     LABELER,
     METRICS_PORT,
     NAME_LABEL,
@@ -41,6 +40,7 @@ from infra.deploy.monitoring import (
     selector_labels,
     worker_metrics_port,
 )
+from infra.config import PROJECT_ROOT, ComponentResources, Settings
 from infra.flink_cluster import cluster_tuning
 from infra.triton import server_args
 from schemas.enriched_impression import EnrichedImpression
