@@ -23,6 +23,7 @@ import numpy as np
 from infra import stack
 from infra.catalog import open_catalog
 from infra.config import PROJECT_ROOT, Settings
+from infra.progress import progress_bar
 from serving.teacher.export import prepare_repository
 
 DLQ_TOPICS = (
@@ -273,6 +274,7 @@ def _drain_stage(
     """
     done, last_change, unknown = -1, time.monotonic(), ""
     deadline = time.monotonic() + s.demo.timeout_s
+    bar = progress_bar(total=target, desc=f"draining {name}", unit="row")
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             now_done = progress()
@@ -282,12 +284,14 @@ def _drain_stage(
             unknown, now_done = str(exc), done
         if now_done != done:
             done, last_change = now_done, time.monotonic()
+            bar.update(max(done, 0) - bar.n)
         if done >= target:
             break
         if time.monotonic() - last_change > s.demo.stall_timeout_s:
             log(f"{name}: no progress for {s.demo.stall_timeout_s:.0f} s at {done}/{target}")
             break
         time.sleep(1.0)
+    bar.close()
     proc.terminate()
     try:
         proc.wait(timeout=120)

@@ -6,15 +6,11 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from infra.config import Settings
-
-
-def _progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+from infra.progress import long_work, note
 
 
 def _train_config(args: argparse.Namespace, settings: Settings, base: dict[str, Any] | None = None):
@@ -47,18 +43,19 @@ def _load(args: argparse.Namespace):
     return load_pairs(Path(args.data), args.columns)
 
 
+@long_work
 def _train(args: argparse.Namespace, settings: Settings) -> int:
     from serving.teacher.train import train_teacher
 
     pairs = _load(args)
     config = _train_config(args, settings)
-    _progress(f"{args.data}: {len(pairs.frame)} rows, label scale 1..{pairs.scale}")
+    note(f"{args.data}: {len(pairs.frame)} rows, label scale 1..{pairs.scale}")
     manifest = train_teacher(
         pairs,
         Path(args.out),
         config,
         version=args.version,
-        progress=_progress,
+        progress=note,
         cache_dir=settings.teacher_cache_dir,
     )
     val = manifest.metrics
@@ -79,6 +76,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@long_work
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
     from serving.teacher.evaluate import cross_validate, evaluate
     from serving.teacher.model import MANIFEST, Teacher, TeacherManifest
@@ -97,7 +95,7 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
             pairs,
             args.cv,
             config,
-            progress=_progress,
+            progress=note,
             cache_dir=settings.teacher_cache_dir,
             runtime=args.runtime or "torch",
             quantize=args.quantize or "none",

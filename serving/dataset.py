@@ -27,6 +27,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from infra.catalog import ensure_namespace, ensure_table, open_catalog
 from infra.config import Settings
+from infra.progress import progress_bar
 from serving.teacher.text import build_pin_text
 
 LABEL_COLUMNS = ("teacher_version", "label_scale", "probs", "score", "labeled_at", "input_hash")
@@ -52,6 +53,8 @@ def build_training_set(
 ) -> int:
     """(Re)write `out_table`'s rows of `teacher_version`; returns the row count. Idempotent:
     running it again replaces that version's rows with the same join."""
+    stages = progress_bar(total=4, desc="dataset build", unit="stage")
+    stages.set_postfix_str("reading labels")
     catalog = open_catalog(settings)
     ns = settings.catalog.namespace
     enriched_filter: BooleanExpression = AlwaysTrue()
@@ -67,7 +70,11 @@ def build_training_set(
         .to_arrow()
     )
     labels = _latest_label_per_impression(labels)
+    stages.update()
+    stages.set_postfix_str(f"{labels.num_rows} labels; reading enriched rows")
     rows = enriched.to_arrow().drop_columns(["_batch_id", "_ingested_at"])
+    stages.update()
+    stages.set_postfix_str(f"joining {rows.num_rows} enriched rows")
     # Arrow's hash join cannot carry list columns (board_titles, probs): join by position.
     at = pc.index_in(rows.column("impression_id"), value_set=labels.column("impression_id"))
     has_label = pc.is_valid(at)
@@ -91,7 +98,11 @@ def build_training_set(
     out = pa.Table.from_arrays(
         [joined.column(n).cast(schema.field(n).type) for n in schema.names], schema=schema
     )
+    stages.update()
+    stages.set_postfix_str(f"writing {out.num_rows} rows")
     table.overwrite(out, overwrite_filter=EqualTo("teacher_version", teacher_version))
+    stages.update()
+    stages.close()
     return out.num_rows
 
 

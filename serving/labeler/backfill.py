@@ -28,6 +28,7 @@ from pyiceberg.expressions import AlwaysTrue, BooleanExpression, EqualTo, Greate
 from infra.catalog import open_catalog
 from infra.config import Settings
 from infra.kafka_io import producer
+from infra.progress import progress_bar
 from schemas import EnrichedImpression
 from serving.labeler.cache import ScoreCache
 from serving.labeler.labeler import LABELS_TOPIC, LabelMaker
@@ -104,8 +105,9 @@ async def backfill(
     fields = list(EnrichedImpression.model_fields)
     labeled = 0
     error: str | None = None
+    bar = progress_bar(total=todo.num_rows, desc=f"backfill {teacher_version}", unit="row")
     try:
-        with producer(settings) as prod:
+        with producer(settings) as prod, bar:
             for start in range(0, todo.num_rows, step):
                 metrics.observe_backlog_of(todo.num_rows - start)
                 if should_stop():
@@ -120,6 +122,7 @@ async def backfill(
                 for future in futures:
                     future.get(timeout=60)
                 labeled += len(labels)
+                bar.update(len(rows))
                 metrics.observe_backlog_of(todo.num_rows - start - len(rows))
                 metrics.record_batch(labels, rows, cache.hit_rate)
             metrics.observe_backlog_of(todo.num_rows - labeled)

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 
 from infra.config import Settings
+from infra.progress import long_work
 
 
 def _since(value: str | None) -> datetime | None:
@@ -38,6 +39,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@long_work
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from infra.process import stop_on_sigterm
     from serving.labeler.backfill import backfill
@@ -50,6 +52,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@long_work
 def _dataset_build(args: argparse.Namespace, settings: Settings) -> int:
     from serving.dataset import build_training_set
 

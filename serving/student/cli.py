@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from infra.config import Settings
-from serving.cli import _progress
+from infra.progress import long_work, note
 
 
 def _when(value: str | None) -> datetime | None:
@@ -28,6 +28,7 @@ def _teacher_dir(args: argparse.Namespace, settings: Settings) -> Path:
     return settings.teacher.teachers_dir / "crowdflower"
 
 
+@long_work
 def _train(args: argparse.Namespace, settings: Settings) -> int:
     from serving.student.model import StudentConfig
     from serving.student.train import train_from_table
@@ -48,7 +49,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         until=_when(args.until),
         config=StudentConfig(**values),
         version=args.version,
-        progress=_progress,
+        progress=note,
         snapshot_id=args.snapshot_id,
     )
     if args.json:
@@ -56,6 +57,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@long_work
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
     from serving.student.evaluate import evaluate_student
     from serving.student.model import Student

@@ -244,7 +244,8 @@ def train_student(
         StudentError: no rows, or targets that do not fit the scale.
     """
     import torch
-    from tqdm import tqdm
+
+    from infra.progress import progress_bar
 
     config = config or StudentConfig()
     n = len(inputs)
@@ -288,7 +289,7 @@ def train_student(
 
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     history: list[dict[str, float]] = []
-    bar = tqdm(range(config.epochs), desc="student", unit="epoch", disable=not progress)
+    bar = progress_bar(range(config.epochs), desc="student", unit="epoch", show=progress)
     for epoch in bar:
         net.train()
         shuffled = train_rows[rng.permutation(len(train_rows))]

@@ -140,15 +140,16 @@ def featurize(
     chunk: int = 2048,
     progress: bool = False,
 ) -> StudentInputs:
-    """Student inputs for many pairs, in chunks, with a progress bar on stderr."""
-    from tqdm import tqdm
+    """Student inputs for many pairs, in chunks, with a progress bar on stderr (pairs)."""
+    from infra.progress import progress_bar
 
     parts = []
-    starts = range(0, len(queries), chunk)
-    for start in tqdm(starts, desc="features", unit="chunk", disable=not progress):
-        parts.append(
-            featurizer.inputs(queries[start : start + chunk], pin_texts[start : start + chunk])
-        )
+    with progress_bar(total=len(queries), desc="features", unit="pair", show=progress) as bar:
+        for start in range(0, len(queries), chunk):
+            parts.append(
+                featurizer.inputs(queries[start : start + chunk], pin_texts[start : start + chunk])
+            )
+            bar.update(len(parts[-1]))
     return StudentInputs.concat(parts)
 
 

@@ -31,6 +31,7 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerBase,
 )
 
+from infra.progress import counted  # noqa: E402
 from serving.teacher.text import PinView  # noqa: E402
 
 # Files that make a loadable BERT + tokenizer directory.
@@ -218,7 +219,9 @@ class CrossEncoder:
         ids = self.encode(uq, up, max_length)
         out = np.zeros((len(ids), self.num_labels), dtype=np.float32)
         pad, sep = self.tokenizer.pad_token_id, self.tokenizer.sep_token_id
-        for batch in length_batches([len(x) for x in ids], batch_size):
+        for batch in counted(
+            length_batches([len(x) for x in ids], batch_size), "cross-encoder", "pair"
+        ):
             out[batch] = self._forward_logits(pad_batch([ids[i] for i in batch], pad, sep))
         return out[inverse]
 
@@ -299,7 +302,9 @@ class BiEncoder:
         ]
         vectors = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
         pad = self.tokenizer.pad_token_id
-        for batch in length_batches([len(x) for x in ids], batch_size):
+        for batch in counted(
+            length_batches([len(x) for x in ids], batch_size), "bi-encoder", "text"
+        ):
             vectors[batch] = self._forward_embed(pad_batch([ids[i] for i in batch], pad))
         return vectors
 
@@ -361,7 +366,9 @@ def frozen_states(
     model = ce.model.eval()
     bert = model.bert
     out: list[torch.Tensor | None] = [None] * len(ids)
-    for batch in length_batches([len(x) for x in ids], batch_size):
+    for batch in counted(
+        length_batches([len(x) for x in ids], batch_size), "frozen layers", "pair"
+    ):
         inputs = {k: v.to(model.device) for k, v in ce.collate([ids[i] for i in batch]).items()}
         hidden = bert.embeddings(
             input_ids=inputs["input_ids"], token_type_ids=inputs["token_type_ids"]
@@ -405,7 +412,8 @@ def cached_logits(
 ) -> np.ndarray:
     model.eval()
     out = np.zeros((len(states), model.config.num_labels), dtype=np.float32)
-    for batch in length_batches([s.shape[0] for s in states], batch_size):
+    batches = length_batches([s.shape[0] for s in states], batch_size)
+    for batch in counted(batches, "cross-encoder", "pair"):
         hidden, mask = collate_states([states[i] for i in batch])
         logits = top_logits(model, hidden.to(model.device), mask.to(model.device), start_layer)
         out[batch] = logits.float().cpu().numpy()

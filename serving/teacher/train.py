@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, field_validator
 
+from infra.progress import progress_bar
 from serving.teacher.data import LabeledPairs, query_folds
 from serving.teacher.encoders import (
     BiEncoder,
@@ -340,6 +341,7 @@ def finetune_cross_encoder(
     history: list[dict[str, float]] = []
     best_score, best_state, best_logits = -math.inf, None, None
     step, pairs_seen, train_seconds, stale = 0, 0, 0.0, 0
+    bar = progress_bar(total=total_steps, desc="train", unit="step")
     for epoch in range(1, config.epochs + 1):
         model.train()
         started = time.monotonic()
@@ -379,7 +381,10 @@ def finetune_cross_encoder(
             schedule.step()
             step += 1
             pairs_seen += len(batch)
-            if step % 50 == 0:
+            bar.update(1)
+            if step % 10 == 0 and not bar.disable:  # .item() waits for the device
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.4f}", refresh=False)
+            if step % 50 == 0 and bar.disable:  # a terminal has the bar instead
                 elapsed = train_seconds + time.monotonic() - started
                 progress(
                     f"epoch {epoch} step {step}/{total_steps} loss {loss.item():.4f} "
@@ -407,6 +412,7 @@ def finetune_cross_encoder(
                 break
         if step >= total_steps:
             break
+    bar.close()
     assert best_state is not None and best_logits is not None
     if checkpointing:
         model.gradient_checkpointing_disable()
