@@ -1,21 +1,87 @@
-"""Shared fixtures: a real embedded stack (Tansu + SQLite catalog) on free ports."""
+"""Shared fixtures: a real embedded stack (Tansu + SQLite catalog) on free ports, and the two
+test tiers.
+
+`make test-unit` runs `pytest -m "not stack and not slow"`: no broker, object store, Flink or
+Triton, under a minute. `make test-stack` runs the rest; `make test` runs both. A test is
+`stack` when it uses a fixture that starts servers (one built with `@starts_servers`, such as
+`running_stack`, or any fixture that depends on one: marked here, at collection) or when its
+module or itself is marked `stack`. A test outside the stack tier that starts a service all
+the same (through infra.process.start) fails at once, naming the fix, so none slips into the
+unit tier. `slow` is for server-free tests that take long (training a model).
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
-from infra import stack
+from infra import process, stack
 from infra.config import Settings
 from infra.process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def starts_servers(fixture: F) -> F:
+    """Declare that a fixture starts servers; every test that uses it, directly or through
+    another fixture, lands in the stack tier. Put it under `@pytest.fixture`."""
+    fixture.starts_servers = True  # type: ignore[attr-defined]
+    return fixture
+
+
+def _uses_servers(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        getattr(fixturedef.func, "starts_servers", False)
+        for name in info.names_closure
+        for fixturedef in info.name2fixturedefs.get(name, ())
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _uses_servers(item):
+            item.add_marker(pytest.mark.stack)
+
+
+_in_stack_tier = False
+_real_start = process.start
+
+
+def _guarded_start(name: str, *args: Any, **kwargs: Any) -> process.ServiceRecord:
+    if not _in_stack_tier:
+        raise RuntimeError(
+            f"this test starts {name} but is not in the stack tier: use a fixture built with "
+            "@starts_servers (running_stack), or mark the test or its module pytest.mark.stack"
+        )
+    return _real_start(name, *args, **kwargs)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Point every module's `start` (from infra.process) at the guard, and open it only for
+    tests in the stack tier; module-scoped fixtures set up and torn down inside this window."""
+    global _in_stack_tier
+    for module in list(sys.modules.values()):
+        if getattr(module, "start", None) is _real_start:
+            module.start = _guarded_start  # type: ignore[attr-defined]
+    _in_stack_tier = item.get_closest_marker("stack") is not None
+    try:
+        return (yield)
+    finally:
+        _in_stack_tier = False
 
 
 def make_settings(state_dir: Path, **overrides: object) -> Settings:
@@ -66,6 +132,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """One real stack per test module, stopped by PID afterwards."""
     settings = make_settings(tmp_path_factory.mktemp("stack") / "state")

@@ -14,6 +14,7 @@ from tests.conftest import ROOT, settings_env
 
 
 @pytest.mark.slow
+@pytest.mark.stack
 def test_demo_runs_the_whole_platform_and_reports(settings: Settings) -> None:
     env = settings_env(settings)
     for name in (

@@ -36,7 +36,7 @@ from streams.enrich.clock import advance_event_time, mark_value
 from streams.enrich.reference import LateVersion, expected, late_versions, pit_violations
 from streams.enrich.sql import LATE_VERSION_TOPICS, SOURCES, SqlSettingsError, interval, render
 from streams.produce import produce_events
-from tests.conftest import ROOT, make_settings, settings_env
+from tests.conftest import ROOT, make_settings, settings_env, starts_servers
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -364,6 +364,7 @@ def read_records(settings: Settings, topic: str, at_least: int, timeout_s: float
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def flink_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A real stack with the Flink cluster, the job deployed, the scenario produced."""
     settings = _flink_settings(tmp_path_factory.mktemp("enrich") / "state")
@@ -465,6 +466,7 @@ def test_stop_with_savepoint_and_redeploy_loses_and_repeats_nothing(
 
 
 @pytest.mark.slow
+@pytest.mark.stack
 def test_up_status_down_leaves_no_flink_process(tmp_path: Path) -> None:
     settings = _flink_settings(tmp_path / "state")
     up = cli(settings, "up")

@@ -38,6 +38,7 @@ from streams.enrich import operations
 from streams.enrich.clock import NUDGE, advance_event_time
 from streams.enrich.reference import late_versions, pit_violations
 from streams.produce import produce_events
+from tests.conftest import starts_servers
 from tests.test_enrich import ENRICHED, _flink_settings, _imp, cli, read_records
 
 pytestmark = pytest.mark.slow
@@ -75,6 +76,7 @@ class Run:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     settings = _flink_settings(tmp_path_factory.mktemp("enrich-faults") / "state")
     stack.up(settings)

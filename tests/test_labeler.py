@@ -40,7 +40,7 @@ from streams.enrich.reference import expected, load_events
 from streams.generator import generate_events
 from streams.iceberg_sink import IcebergSink
 from streams.produce import produce_events
-from tests.conftest import ROOT, freshlabel, make_settings
+from tests.conftest import ROOT, freshlabel, make_settings, starts_servers
 from tests.teacher_fixtures import QUERIES, labeler_env, start_cli, world_sample
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
@@ -91,6 +91,7 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def platform(
     tmp_path_factory: pytest.TempPathFactory, teachers: dict[str, Path]
 ) -> Iterator[Platform]:

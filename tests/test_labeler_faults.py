@@ -49,7 +49,7 @@ from serving.teacher.train import TrainConfig, train_teacher
 from streams.dlq import DeadLetter, Reason
 from streams.iceberg_sink import IcebergSink
 from streams.produce import produce_events
-from tests.conftest import freshlabel, make_settings
+from tests.conftest import freshlabel, make_settings, starts_servers
 from tests.teacher_fixtures import QUERIES, start_cli, world_sample
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
@@ -85,6 +85,7 @@ class World:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("labeler-faults")
     teacher = root / VERSION

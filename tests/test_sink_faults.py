@@ -21,6 +21,9 @@ from streams.iceberg_sink import IcebergSink
 from streams.produce import produce_events
 from tests.conftest import ROOT, settings_env
 
+# Every test runs sinks against a broker: its own stack or running_stack.
+pytestmark = pytest.mark.stack
+
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
 

@@ -21,6 +21,7 @@ def _pids(settings: Settings) -> list[int]:
     return [s.pid for s in state.services]
 
 
+@pytest.mark.stack
 def test_up_status_down(settings: Settings) -> None:
     up = freshlabel(settings, "up")
     assert up.returncode == 0, up.stderr
@@ -72,6 +73,7 @@ def test_down_when_not_up_is_harmless(settings: Settings) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.stack
 def test_durable_broker_keeps_messages_across_restart(settings: Settings) -> None:
     from infra.kafka_io import producer, read_all
 
@@ -117,6 +119,7 @@ def test_free_port_skips_taken_ports_and_stays_out_of_the_ephemeral_range(
 
 
 @pytest.mark.slow
+@pytest.mark.stack
 def test_up_durable_restarts_a_sigkilled_broker_and_keeps_acknowledged_data(
     settings: Settings,
 ) -> None:

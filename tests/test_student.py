@@ -197,6 +197,7 @@ def test_manifest_rebuilds_the_student_exactly(trained: dict) -> None:  # type: 
         np.testing.assert_array_equal(b1, b2)
 
 
+@pytest.mark.stack
 def test_triton_serves_the_student_beside_the_teacher(trained: dict) -> None:  # type: ignore[type-arg]
     import tritonclient.http as httpclient
 

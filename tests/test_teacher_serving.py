@@ -21,7 +21,7 @@ from serving.teacher.export import ExportOptions, export_teacher, prepare_reposi
 from serving.teacher.model import Teacher
 from serving.teacher.onnx_runtime import export_onnx, onnx_file
 from serving.teacher.train import TrainConfig, train_teacher
-from tests.conftest import make_settings
+from tests.conftest import make_settings, starts_servers
 from tests.teacher_fixtures import world_sample
 
 # A few optimizer steps: enough to exercise every part; quality is not the point here.
@@ -68,6 +68,7 @@ def served_teacher(path: Path) -> Teacher:
 
 
 @pytest.fixture(scope="module")
+@starts_servers
 def served(tiny_teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """One real Triton per module, on a freshly exported repository, stopped by PID."""
     root = tmp_path_factory.mktemp("triton")
@@ -327,6 +328,7 @@ def test_cli_eval_json_and_export(
 
 
 @pytest.mark.slow
+@pytest.mark.stack
 def test_up_serves_the_configured_teacher_and_status_shows_it(
     tiny_teacher: Path, tmp_path: Path
 ) -> None:
