@@ -137,16 +137,16 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--max-length", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="passes over the data (default: teacher.epochs)")
+    p.add_argument("--batch-size", type=int, help="pairs per step (default: teacher.batch_size)")
+    p.add_argument("--learning-rate", type=float, help="AdamW peak rate (teacher.learning_rate)")
+    p.add_argument("--max-length", type=int, help="WordPiece budget of a pair (teacher.max_length)")
+    p.add_argument("--seed", type=int, help="data split and init seed (default: teacher.seed)")
     p.add_argument("--trainable-layers", type=int, help="top encoder layers fine-tuned (6 = all)")
     p.add_argument(
         "--cross-encoder-layers", type=int, help="MiniLM layers the cross-encoder keeps (1-6)"
     )
-    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--val-fraction", type=float, help="share of queries held out to validate")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (quick runs)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when present)")
 
@@ -167,9 +167,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_train)
 
     p = verbs.add_parser("eval", help="metrics vs BM25 and bi-encoder baselines, report")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help="labeled parquet to evaluate on")
     p.add_argument("--model", help="teacher directory (with --cv: its recipe is reused)")
-    p.add_argument("--columns", choices=presets, default="crowdflower")
+    p.add_argument("--columns", choices=presets, default="crowdflower", help="column preset")
     p.add_argument("--cv", type=int, help="query-grouped K-fold cross-validation")
     p.add_argument("--report", help="report folder (default: beside the model / state dir)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")

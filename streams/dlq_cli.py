@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
+from infra.cli_args import ISO_TIME, iso_time
 from infra.config import Settings
 from streams.dlq import Reason
-
-
-def _since(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -58,7 +53,9 @@ def register(subparsers: Any) -> None:
         choices=[r.value for r in Reason],
         help="only letters with this reason (repeatable; default: all)",
     )
-    p.add_argument("--since", type=_since, help="only letters that failed at or after (ISO)")
+    p.add_argument(
+        "--since", type=iso_time, help=f"only letters that failed at or after this; {ISO_TIME}"
+    )
     p.add_argument("--to", metavar="TOPIC", help="produce here instead of the source topic")
     p.add_argument("--dry-run", action="store_true", help="count what would be sent, send nothing")
     p.add_argument(

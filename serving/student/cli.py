@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime
 from pathlib import Path
 
+from infra.cli_args import ISO_TIME, iso_time
 from infra.config import Settings
 from infra.progress import long_work, note
-
-
-def _when(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        raise ValueError(f"{value!r} has no timezone; write it like 2026-10-20T00:00:00+00:00")
-    return moment
 
 
 def _teacher_dir(args: argparse.Namespace, settings: Settings) -> Path:
@@ -46,7 +37,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         Path(args.out),
         _teacher_dir(args, settings),
         teacher_version=args.teacher_version,
-        until=_when(args.until),
+        until=args.until,
         config=StudentConfig(**values),
         version=args.version,
         progress=note,
@@ -68,8 +59,8 @@ def _eval(args: argparse.Namespace, settings: Settings) -> int:
         args.training_set,
         _teacher_dir(args, settings),
         truth_dir=Path(args.truth) if args.truth else None,
-        since=_when(args.since),
-        until=_when(args.until),
+        since=args.since,
+        until=args.until,
         progress=not args.json,
     )
     student = Student.load(Path(args.model))
@@ -122,12 +113,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--out", required=True, help="student directory to write")
     p.add_argument("--teacher", help="the labeling teacher's directory (features)")
     p.add_argument("--teacher-version", help="whose labels (default: the table's only one)")
-    p.add_argument("--until", help="only impressions before this ISO time (rest: evaluation)")
+    p.add_argument(
+        "--until",
+        type=iso_time,
+        help=f"only impressions before this (rest: evaluation); {ISO_TIME}",
+    )
     p.add_argument("--hard-labels", action="store_true", help="the teacher's argmax, not probs")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, help="most passes over the rows (default: 30)")
+    p.add_argument("--batch-size", type=int, help="pairs per step (default: 256)")
+    p.add_argument("--lr", type=float, help="AdamW peak learning rate (default: 0.002)")
+    p.add_argument("--seed", type=int, help="split, shuffle and init seed (default: 0)")
     p.add_argument("--snapshot-id", type=int, help="the table's snapshot (default: current)")
     p.add_argument("--version", help="student version (default: student-<UTC time>)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
@@ -138,9 +133,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--training-set", required=True, help="table whose rows are evaluated")
     p.add_argument("--teacher", help="the labeling teacher's directory (features)")
     p.add_argument("--truth", help="a generated world's truth directory (hidden grades)")
-    p.add_argument("--since", help="first impression time (default: after training's)")
-    p.add_argument("--until", help="end of the evaluated window")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--since", type=iso_time, help=f"first impression (default: after training's); {ISO_TIME}"
+    )
+    p.add_argument("--until", type=iso_time, help=f"end of the evaluated window; {ISO_TIME}")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_eval)
 
     p = verbs.add_parser("export", help="add the student to the Triton repository")

@@ -58,7 +58,7 @@ def register(subparsers: Any) -> None:
     jobs = subparsers.add_parser("jobs", help="Flink jobs on the cluster at flink.host:rest_port")
     verbs = jobs.add_subparsers(dest="verb", required=True)
     p = verbs.add_parser("deploy", help="submit a job (it keeps running after the CLI exits)")
-    p.add_argument("job", choices=operations.JOB_NAMES)
+    p.add_argument("job", choices=operations.JOB_NAMES, help="the job's name")
     p.add_argument(
         "--from-savepoint",
         metavar="PATH",
@@ -68,7 +68,7 @@ def register(subparsers: Any) -> None:
     p = verbs.add_parser("list", help="jobs on the cluster and their states")
     p.set_defaults(handler=_list)
     p = verbs.add_parser("stop", help="stop a job, by default taking a savepoint first")
-    p.add_argument("job", choices=operations.JOB_NAMES)
+    p.add_argument("job", choices=operations.JOB_NAMES, help="the job's name")
     group = p.add_mutually_exclusive_group()
     group.add_argument(
         "--savepoint",
