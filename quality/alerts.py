@@ -15,12 +15,13 @@ import logging
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import requests
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from infra.config import Settings
 from quality.models import Alert
@@ -89,6 +90,16 @@ def slack_body(alert: Alert) -> dict[str, Any]:
     }
 
 
+class _Refused(Exception):
+    """One webhook attempt that did not land: `problem` says why; `final` when a retry
+    cannot help (the endpoint refused the request itself)."""
+
+    def __init__(self, problem: str, final: bool = False) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.final = final
+
+
 class WebhookSender:
     """Posts alerts from a background thread: a slow webhook never holds up a commit."""
 
@@ -117,33 +128,41 @@ class WebhookSender:
 
     def _post(self, alert: Alert) -> bool:
         body = json.dumps(slack_body(alert), default=str).encode("utf-8")
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(
-                self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    if 200 <= response.status < 300:
-                        return True
-                    problem = f"HTTP {response.status}"
-            except urllib.error.HTTPError as exc:
-                problem = f"HTTP {exc.code}"
-                if exc.code < 500 and exc.code != 429:
-                    break  # the request itself is wrong; retrying will not help
-            except (urllib.error.URLError, TimeoutError, OSError) as exc:
-                problem = str(exc)
-            if attempt < self.retries:
-                time.sleep(self.backoff_s * 2**attempt)
-        log.error(
-            "dq webhook %s refused alert %s (%s) after %d attempt(s): %s; check "
-            "quality.webhook_url",
-            self.url,
-            alert.key,
-            alert.status,
-            attempt + 1,
-            problem,
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, _Refused) and not exc.final),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=self.backoff_s),  # backoff_s, doubling
+            reraise=True,
         )
-        return False
+        try:
+            retrying(self._post_once, body)
+        except _Refused as exc:
+            log.error(
+                "dq webhook %s refused alert %s (%s) after %d attempt(s): %s; check "
+                "quality.webhook_url",
+                self.url,
+                alert.key,
+                alert.status,
+                retrying.statistics["attempt_number"],
+                exc.problem,
+            )
+            return False
+        return True
+
+    def _post_once(self, body: bytes) -> None:
+        try:
+            with requests.post(
+                self.url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=self.timeout_s,
+            ) as response:
+                status = response.status_code
+        except (requests.RequestException, OSError) as exc:
+            raise _Refused(str(exc)) from exc
+        if not 200 <= status < 300:
+            # Below 500 (but 429) the request itself is wrong; retrying will not help.
+            raise _Refused(f"HTTP {status}", final=status < 500 and status != 429)
 
     def drain(self, timeout_s: float) -> None:
         """Wait (bounded) until every queued alert was posted or given up."""

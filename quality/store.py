@@ -13,7 +13,6 @@ commit; it then re-reads the same Kafka records, possibly cut into batches diffe
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,6 +31,13 @@ from pyiceberg.expressions import (
     Or,
 )
 from pyiceberg.table import Table
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_incrementing,
+)
 
 from infra.catalog import ensure_namespace, ensure_table
 from infra.config import Settings
@@ -62,20 +68,22 @@ def offset_filter(ranges: list[tuple[int, int, int]]) -> BooleanExpression:
 
 def _retry(what: str, write: Callable[[], None], attempts: int = 8) -> None:
     # Several sinks share dq_results; pyiceberg's own retries still lose some races.
-    for attempt in range(1, attempts + 1):
-        try:
-            with warnings.catch_warnings():
-                # Both are expected here: most replay overwrites match nothing, and
-                # copy-on-write is what we want for these small tables.
-                warnings.filterwarnings("ignore", "Delete operation did not match any records")
-                warnings.filterwarnings("ignore", "Merge on read is not yet supported")
-                write()
-            return
-        except CommitFailedException:
-            if attempt == attempts:
-                raise
-            log.warning("commit conflict writing %s, retrying (%d)", what, attempt)
-            time.sleep(0.1 * attempt)
+    def conflict(state: RetryCallState) -> None:
+        log.warning("commit conflict writing %s, retrying (%d)", what, state.attempt_number)
+
+    for attempt in Retrying(
+        retry=retry_if_exception_type(CommitFailedException),
+        stop=stop_after_attempt(attempts),
+        wait=wait_incrementing(start=0.1, increment=0.1),  # 0.1 s times the attempt
+        before_sleep=conflict,
+        reraise=True,
+    ):
+        with attempt, warnings.catch_warnings():
+            # Both are expected here: most replay overwrites match nothing, and
+            # copy-on-write is what we want for these small tables.
+            warnings.filterwarnings("ignore", "Delete operation did not match any records")
+            warnings.filterwarnings("ignore", "Merge on read is not yet supported")
+            write()
 
 
 class QualityStore:
