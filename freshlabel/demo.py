@@ -55,35 +55,34 @@ def quick_teacher(settings: Settings, work: Path) -> Path:
     from streams.generator.sample import write_labeled_sample
 
     demo = settings.demo
+    seed = demo.world(settings.generator).seed
     sample_settings = settings.model_copy(deep=True)
-    sample_settings.generator.seed = demo.seed + 1000
+    sample_settings.generator.seed = seed + 1000
     sample = work / "world-sample.parquet"
     write_labeled_sample(sample_settings, sample, rows=demo.quick_teacher_rows)
     out = work / "quick-teacher"
     config = TrainConfig.from_settings(
         settings.teacher, epochs=demo.quick_teacher_epochs, max_length=96
     )
-    train_teacher(load_pairs(sample, "world"), out, config, version=f"world-quick-s{demo.seed}")
+    train_teacher(load_pairs(sample, "world"), out, config, version=f"world-quick-s{seed}")
     return out
 
 
 def _demo_settings(settings: Settings, teacher_dir: Path) -> Settings:
     s = settings.model_copy(deep=True)
-    demo = s.demo
     s.teacher.model_dir = teacher_dir
     s.flink.enabled = True
-    s.generator.seed = demo.seed
-    s.generator.impressions = demo.impressions
-    s.generator.sim_days = demo.sim_days
+    s.generator = s.demo.world(s.generator)
+    world = s.generator
     # Replay simulated history that ends yesterday: nothing is "from the future".
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    s.generator.start = today - timedelta(days=demo.sim_days + 1)
-    s.generator.truth_dir = s.state_dir / "world"
+    world.start = today - timedelta(days=world.sim_days + 1)
+    world.truth_dir = s.state_dir / "world"
     # Replayed impressions are days old when they arrive: the live freshness SLA of the
     # enriched table would flag every batch of a replay.
     rules = s.quality.tables.get("impressions_enriched", {})
     if "freshness_lag" in rules:
-        rules["freshness_lag"].max = float((demo.sim_days + 2) * 86400)
+        rules["freshness_lag"].max = float((world.sim_days + 2) * 86400)
     return s
 
 

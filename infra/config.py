@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -271,8 +271,42 @@ class FlinkSettings(BaseModel):
     version_ttl_days: float = Field(default=90.0, ge=0.0)
 
 
-class TritonSettings(BaseModel):
-    """The teacher's Triton Inference Server: embedded (bundled tritonserver) or remote."""
+Runtime = Literal["torch", "onnx"]
+Quantize = Literal["none", "int8"]
+GpuPrecision = Literal["fp32", "fp16"]
+
+
+class TritonModelSettings(BaseModel):
+    """The served teacher model as `teacher export` writes it into config.pbtxt: its name,
+    dynamic batching, instances and numerics. `TritonSettings` (what the platform serves)
+    and `ExportOptions` (serving/teacher/export.py) are both this, plus their own fields."""
+
+    model_name: str = "teacher"
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 5000
+    # Two single-threaded CPU instances, one per core: the int8 teacher runs pair by pair
+    # (small ops that a second intra-op thread does not speed up), so one instance with
+    # two threads used 0.85 cores for 58 pairs/s, two instances 1.5-1.7 cores for 132-139
+    # (docs/benchmarks.md, teacher runtimes).
+    cpu_instances: int = 2
+    gpu_instances: int = 1
+    # Intra-op threads per model instance (torch's and onnxruntime's); 0: one per core.
+    model_threads: int = 1
+    # CPU instances' inference runtime: "onnx" (onnxruntime, graphs exported from the
+    # teacher's weights by `teacher export`) or "torch" (eager PyTorch). GPU: always torch.
+    runtime: Runtime = "onnx"
+    # "int8": dynamic int8 quantization of the encoders on CPU instances, "none": fp32.
+    # int8 is the default: with the onnx runtime its 3-fold CV is within 0.003 of fp32 in
+    # nDCG@10 / QWK (docs/teacher.md) at twice the speed (docs/benchmarks.md).
+    quantize: Quantize = "int8"
+    # GPU instances' precision ("fp16": half the memory traffic; measure it with
+    # benchmarks/gpu_check.sh before choosing it, as int8 was measured on CPU).
+    gpu_precision: GpuPrecision = "fp32"
+
+
+class TritonSettings(TritonModelSettings):
+    """The teacher's Triton Inference Server: embedded (bundled tritonserver) or remote,
+    serving the model `TritonModelSettings` describes."""
 
     host: str = "127.0.0.1"
     http_port: int = 18000
@@ -280,7 +314,6 @@ class TritonSettings(BaseModel):
     metrics_port: int = 18002
     # Set to use a remote Triton (host:port of its gRPC endpoint); nothing is started then.
     url: str | None = None
-    model_name: str = "teacher"
     # Model repository served by the embedded server; defaults to <state_dir>/triton-repo.
     repository: Path | None = None
     health_timeout_s: float = 120.0
@@ -294,61 +327,48 @@ class TritonSettings(BaseModel):
     # `configs/<name>.pbtxt` of the model to serve instead of config.pbtxt ("gpu" in
     # production: `freshlabel teacher export` writes both).
     model_config_name: str | None = None
-    # Written into config.pbtxt by `teacher export`: dynamic batching and instances.
-    max_batch_size: int = 64
-    max_queue_delay_us: int = 5000
-    # Two single-threaded CPU instances, one per core: the int8 teacher runs pair by pair
-    # (small ops that a second intra-op thread does not speed up), so one instance with
-    # two threads used 0.85 cores for 58 pairs/s, two instances 1.5-1.7 cores for 132-139
-    # (docs/benchmarks.md, teacher runtimes).
-    cpu_instances: int = 2
-    gpu_instances: int = 1
-    # Intra-op threads per model instance (torch's and onnxruntime's); 0: one per core.
-    model_threads: int = 1
-    # CPU instances' inference runtime: "onnx" (onnxruntime, graphs exported from the
-    # teacher's weights by `teacher export`) or "torch" (eager PyTorch). GPU: always torch.
-    runtime: Literal["torch", "onnx"] = "onnx"
-    # "int8": dynamic int8 quantization of the encoders on CPU instances, "none": fp32.
-    # int8 is the default: with the onnx runtime its 3-fold CV is within 0.003 of fp32 in
-    # nDCG@10 / QWK (docs/teacher.md) at twice the speed (docs/benchmarks.md).
-    quantize: Literal["none", "int8"] = "int8"
-    # GPU instances' precision ("fp16": half the memory traffic; measure it with
-    # benchmarks/gpu_check.sh before choosing it, as int8 was measured on CPU).
-    gpu_precision: Literal["fp32", "fp16"] = "fp32"
     # Seconds between scans of the repository for new versions (a roll without restart:
     # export version N+1 and Triton swaps it in); 0 loads the repository once at start.
     repository_poll_s: int = 0
 
 
-class TeacherSettings(BaseModel):
-    """Where trained teachers live, how they are trained and how their input is built."""
+class TeacherRecipe(BaseModel):
+    """How a teacher is trained and what it reads: the fields `settings.teacher` sets and
+    `TrainConfig` (serving/teacher/train.py) starts from, defined once here."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 8e-5
+    max_length: int = 128
+    val_fraction: float = 0.2
+    patience: int = 1
+    seed: int = 13
+    # Top encoder layers fine-tuned; the frozen rest is MiniLM's, its output computed once
+    # and cached (CPU). `trainable_layers` >= `cross_encoder_layers` fine-tunes everything.
+    trainable_layers: int = 3
+    # Cross-encoder layers kept from MiniLM's 6, bottom first: 4 score a pair at 53% of
+    # the previous recipe's token-layers (with the bi-encoder's view below) at the same
+    # CV quality (docs/teacher.md, "Send what you use").
+    cross_encoder_layers: int = Field(default=4, ge=1, le=6)
+    infer_batch_size: int = 64
+    # The bi-encoder reads the pin text with these word budgets ({field: words}; 0 drops
+    # the field): its zero-shot cosine ranks as well from the title and the description's
+    # first words, at a third of the tokens (docs/teacher.md, "Send what you use").
+    bi_encoder_budgets: dict[str, int] = Field(default_factory=lambda: {"description": 8})
+    # Fields whose English stop words (the description's "the", "with", "your"...) the
+    # cross-encoder does not read: the same CV quality from 17% fewer tokens a pair ([]
+    # reads every word; docs/teacher.md, "Send what you use").
+    cross_encoder_stopword_fields: list[str] = Field(default_factory=lambda: ["description"])
+
+
+class TeacherSettings(TeacherRecipe):
+    """Where trained teachers live, and the recipe (`TeacherRecipe`) they are trained with."""
 
     # A trained teacher directory; `freshlabel up` serves it when set (exporting it into
     # the Triton repository as version 1 if the repository has no version yet).
     model_dir: Path | None = None
     # Where `make teacher` puts the real-data teacher.
     teachers_dir: Path = PROJECT_ROOT / ".freshlabel" / "teachers"
-    max_length: int = 128
-    epochs: int = 2
-    batch_size: int = 32
-    learning_rate: float = 8e-5
-    # Top encoder layers fine-tuned; the frozen rest is computed once and cached (CPU).
-    trainable_layers: int = 3
-    # Cross-encoder layers kept from MiniLM's 6, bottom first: 4 score a pair at 53% of
-    # the previous recipe's token-layers (with the bi-encoder's view below) at the same
-    # CV quality (docs/teacher.md, "Send what you use").
-    cross_encoder_layers: int = Field(default=4, ge=1, le=6)
-    # The bi-encoder reads the pin text with these word budgets ({field: words}; 0 drops
-    # the field): its zero-shot cosine ranks as well from the title and the description's
-    # first words, at a third of the tokens (docs/teacher.md, "Send what you use").
-    bi_encoder_budgets: dict[str, int] = Field(default_factory=lambda: {"description": 8})
-    # Fields whose English stop words the cross-encoder does not read: the same CV
-    # quality from 17% fewer tokens a pair ([] reads every word; docs/teacher.md).
-    cross_encoder_stopword_fields: list[str] = Field(default_factory=lambda: ["description"])
-    val_fraction: float = 0.2
-    patience: int = 1
-    seed: int = 13
-    infer_batch_size: int = 64
 
 
 Severity = Literal["critical", "warning"]
@@ -571,12 +591,20 @@ class QualitySettings(BaseModel):
         return {c: r for c, r in self.tables.get(table, {}).items() if r.enabled}
 
 
-class DemoSettings(BaseModel):
-    """`make demo`: a seeded world replayed through the whole platform."""
+# The demo's world: what it sets over `settings.generator` (a smaller world of its own
+# seed; freshlabel/demo.py sets `start` and `truth_dir` itself).
+DEMO_WORLD: dict[str, Any] = {"seed": 11, "impressions": 6_000, "sim_days": 28}
 
-    impressions: int = 6_000
-    sim_days: int = 28
-    seed: int = 11
+
+class DemoSettings(BaseModel):
+    """`make demo`: a seeded world replayed through the whole platform.
+
+    Its world is `settings.generator` with `generator` set over it: GeneratorSettings fields,
+    defined and validated there, given in this section by name (`demo.impressions`,
+    `FRESHLABEL_DEMO__IMPRESSIONS`) or under `demo.generator`, over `DEMO_WORLD`.
+    """
+
+    generator: dict[str, Any] = Field(default_factory=lambda: dict(DEMO_WORLD))
     # Without a configured teacher the demo trains a quick one on a labeled sample of
     # another seed's world (a stand-in for human judgements).
     quick_teacher_rows: int = 1_500
@@ -590,6 +618,37 @@ class DemoSettings(BaseModel):
     # is missing).
     stall_timeout_s: float = Field(default=300.0, gt=0)
     timeout_s: float = 1_800.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _world_by_name(cls, data: Any) -> Any:
+        """`demo.<generator field>` and `demo.generator`, merged over `DEMO_WORLD`."""
+        if not isinstance(data, dict):
+            return data
+        named = {k: v for k, v in data.items() if k in GeneratorSettings.model_fields}
+        if not named and "generator" not in data:
+            return data
+        rest = {k: v for k, v in data.items() if k not in named}
+        return {**rest, "generator": {**DEMO_WORLD, **(data.get("generator") or {}), **named}}
+
+    @field_validator("generator")
+    @classmethod
+    def _generator_fields(cls, world: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(world) - set(GeneratorSettings.model_fields))
+        if unknown:
+            raise ValueError(f"{unknown} are not generator settings (GeneratorSettings)")
+        return GeneratorSettings.model_validate(world).model_dump(include=set(world))
+
+    def world(self, generator: GeneratorSettings) -> GeneratorSettings:
+        """The demo's generator settings.
+
+        Args:
+            generator: the platform's (`settings.generator`).
+
+        Returns:
+            `generator` with this section's `generator` values set over it.
+        """
+        return GeneratorSettings.model_validate({**generator.model_dump(), **self.generator})
 
 
 class MonitoringSettings(BaseModel):

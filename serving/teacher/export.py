@@ -38,10 +38,9 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
+from infra.config import Quantize, Runtime, TritonModelSettings
 from serving.teacher.model import MANIFEST, TeacherManifest
 from serving.teacher.onnx_runtime import (
     ONNX_DIR,
@@ -70,24 +69,17 @@ RUNTIME_MODULES = (
 )
 
 
-class ExportOptions(BaseModel):
-    model_name: str = "teacher"
-    max_batch_size: int = 64
-    max_queue_delay_us: int = 5000
+class ExportOptions(TritonModelSettings):
+    """What `export_teacher` writes: the served model (`TritonModelSettings`, whose values the
+    platform takes from `settings.triton` through `from_settings`), the teacher's inference
+    batch and the batcher's priority levels. The defaults here are the reference path:
+    one eager-torch fp32 CPU instance with one thread per core."""
+
     cpu_instances: int = 1
-    gpu_instances: int = 1
     model_threads: int = 0
+    runtime: Runtime = "torch"
+    quantize: Quantize = "none"
     teacher_batch_size: int = 64
-    # CPU instances: "onnx" runs both encoders in onnxruntime from graphs exported into the
-    # version folder now; "torch" runs eager PyTorch. GPU instances always run torch.
-    # The platform's choice comes from `triton.runtime` (infra/config.py); this default is
-    # the reference path.
-    runtime: Literal["torch", "onnx"] = "torch"
-    # "int8": CPU instances run both encoders with int8 dynamic quantization (onnx: int8
-    # graphs; torch: quantize_dynamic at load). GPU instances ignore it.
-    quantize: Literal["none", "int8"] = "none"
-    # GPU instances' float precision (torch): "fp16" halves their memory traffic.
-    gpu_precision: Literal["fp32", "fp16"] = "fp32"
     # Triton's dynamic batcher serves priority 1 (live labeling) before 2 (backfill and
     # other bulk callers); a request that names no priority gets the default, bulk.
     priority_levels: int = 2
@@ -105,19 +97,8 @@ class ExportOptions(BaseModel):
         Returns:
             The options.
         """
-        t = settings.triton
-        values: dict[str, Any] = {
-            "model_name": t.model_name,
-            "max_batch_size": t.max_batch_size,
-            "max_queue_delay_us": t.max_queue_delay_us,
-            "cpu_instances": t.cpu_instances,
-            "gpu_instances": t.gpu_instances,
-            "model_threads": t.model_threads,
-            "teacher_batch_size": settings.teacher.infer_batch_size,
-            "runtime": t.runtime,
-            "quantize": t.quantize,
-            "gpu_precision": t.gpu_precision,
-        }
+        values = settings.triton.model_dump(include=set(TritonModelSettings.model_fields))
+        values["teacher_batch_size"] = settings.teacher.infer_batch_size
         return cls(**{**values, **overrides})
 
 

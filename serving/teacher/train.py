@@ -24,12 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field, field_validator
+from pydantic import field_validator
 
+from infra.config import TeacherRecipe
 from infra.progress import progress_bar
 from serving.teacher.data import LabeledPairs, query_folds
 from serving.teacher.encoders import (
@@ -51,47 +52,26 @@ from serving.teacher.model import (
 from serving.teacher.stacker import apply_thresholds, expected_grade, fit_stacker, fit_thresholds
 from serving.teacher.text import PinView, check_budgets, check_fields, english_stopwords
 
-if TYPE_CHECKING:
-    from infra.config import TeacherSettings
-
 log = logging.getLogger(__name__)
 
 
-class TrainConfig(BaseModel):
-    epochs: int = 2
-    batch_size: int = 32
-    learning_rate: float = 8e-5
-    # Encoder layers fine-tuned (from the top); the rest stay MiniLM and their output is
-    # computed once and cached. `cross_encoder_layers` fine-tunes everything, uncached.
-    trainable_layers: int = 3
-    # Encoder layers the cross-encoder keeps, bottom first (MiniLM has 6); fewer cost
-    # proportionally less per pair at serving time.
-    cross_encoder_layers: int = Field(default=4, ge=1)
+class TrainConfig(TeacherRecipe):
+    """A teacher's training recipe: `TeacherRecipe` (infra/config.py, what
+    `settings.teacher` sets) plus what only a training run chooses."""
+
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
-    max_length: int = 128
-    val_fraction: float = 0.2
-    patience: int = 1
-    seed: int = 13
     # Rows raters disagreed on (relevance_variance) count less, when the data has it.
     use_weights: bool = True
     uses_bi_encoder: bool = True
-    # Word budgets of the pin text the bi-encoder reads ({field: words}, 0 drops a field;
-    # settings.teacher.bi_encoder_budgets): its cosine needs less than the cross-encoder.
-    bi_encoder_budgets: dict[str, int] = Field(default_factory=lambda: {"description": 8})
     # The bi-encoder reads the fields' words without `title: ... | ` markers: it is
     # zero-shot and never learned them (docs/teacher.md, "Send what you use").
     bi_encoder_markers: bool = False
-    # Fields whose English stop words the cross-encoder does not read (the description's
-    # "the", "with", "your"...; settings.teacher.cross_encoder_stopword_fields): the same
-    # CV quality from 17% fewer tokens a pair (docs/teacher.md, "Send what you use").
-    cross_encoder_stopword_fields: list[str] = Field(default_factory=lambda: ["description"])
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     # Small runs for tests and quick teachers: stop after this many optimizer steps.
     max_steps: int | None = None
-    infer_batch_size: int = 64
 
     @field_validator("bi_encoder_budgets")
     @classmethod
@@ -114,7 +94,7 @@ class TrainConfig(BaseModel):
         return PinView(stopwords=stopwords, stopword_fields=fields)
 
     @classmethod
-    def from_settings(cls, teacher: TeacherSettings, **overrides: Any) -> TrainConfig:
+    def from_settings(cls, teacher: TeacherRecipe, **overrides: Any) -> TrainConfig:
         """The training recipe of `teacher` (settings.teacher), with `overrides` on top.
 
         Args:
@@ -124,25 +104,8 @@ class TrainConfig(BaseModel):
         Returns:
             The config.
         """
-        values: dict[str, Any] = {name: getattr(teacher, name) for name in SETTINGS_FIELDS}
+        values = teacher.model_dump(include=set(TeacherRecipe.model_fields))
         return cls(**{**values, **overrides})
-
-
-# The TrainConfig fields that `settings.teacher` sets.
-SETTINGS_FIELDS = (
-    "epochs",
-    "batch_size",
-    "learning_rate",
-    "max_length",
-    "val_fraction",
-    "patience",
-    "seed",
-    "trainable_layers",
-    "cross_encoder_layers",
-    "infer_batch_size",
-    "bi_encoder_budgets",
-    "cross_encoder_stopword_fields",
-)
 
 
 @dataclass
@@ -247,6 +210,41 @@ def resolve_device(config: TrainConfig) -> tuple[torch.device, str, bool]:
     return device, precision, checkpointing
 
 
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup, then linear decay: optimizer step s (from 0) runs at
+    lr * (s + 1) / warmup up to the peak, reached at step warmup - 1 and held one more
+    step, then at lr * (total_steps - s) / (total_steps - warmup), down to
+    lr / (total_steps - warmup) at the last step.
+
+    It is transformers' warmup-stable-decay schedule with a one-step stable phase, started
+    one step in (`last_epoch=0`), so that no step runs at a learning rate of 0.
+
+    Args:
+        optimizer: the optimizer, at its peak learning rate.
+        total_steps: optimizer steps of the whole run.
+        warmup: steps of the warmup (at least 1).
+
+    Returns:
+        The scheduler; call `step()` after every optimizer step.
+    """
+    # Imported here: serving.teacher.encoders (imported above) sets transformers' offline
+    # mode before transformers is first imported.
+    from transformers import get_wsd_schedule
+
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]  # a scheduler started past step 0 reads this
+    return get_wsd_schedule(
+        optimizer,
+        num_warmup_steps=warmup,
+        num_stable_steps=1,
+        num_decay_steps=max(0, total_steps - warmup),
+        decay_type="linear",
+        last_epoch=0,
+    )
+
+
 def bucketed_batches(lengths: list[int], batch_size: int, rng: np.random.Generator):
     """Shuffled batches of similar-length rows: random order, little padding."""
     order = rng.permutation(len(lengths))
@@ -325,10 +323,8 @@ def finetune_cross_encoder(
         {"params": [p for n, p in trainable if n.endswith(no_decay)], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-    warmup = max(1, int(total_steps * config.warmup_fraction))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min((s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))),
+    schedule = warmup_schedule(
+        optimizer, total_steps, max(1, int(total_steps * config.warmup_fraction))
     )
     rng = np.random.default_rng(config.seed)
     val_weights = val.frame["weight"].to_numpy() if config.use_weights else np.ones(len(val.frame))
