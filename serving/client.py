@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tritonclient.utils import InferenceServerException
 
 from infra.config import Settings
@@ -158,35 +159,47 @@ class TeacherClient:
             "at a running server"
         )
 
+    def _backoff(self, state: RetryCallState) -> float:
+        """`backoff_s` doubling with each retry, times a jitter factor in [0.5, 1.5)."""
+        return self.backoff_s * 2 ** (state.attempt_number - 1) * (0.5 + random.random())
+
     async def _call(self, make_call, what: str):
         """Run one RPC with deadline, retries and backoff; map errors to clear ones."""
-        attempt = 0
-        while True:
-            try:
-                return await make_call()
-            except InferenceServerException as exc:
-                status = exc.status() or ""
-                message = exc.message() or str(exc)
-                if status in RETRYABLE and attempt < self.retries:
-                    attempt += 1
-                    delay = self.backoff_s * 2 ** (attempt - 1)
-                    await asyncio.sleep(delay * (0.5 + random.random()))
-                    continue
-                if status == "StatusCode.UNAVAILABLE":
-                    raise self._unavailable(f"{what}: {message}") from exc
-                if status == "StatusCode.DEADLINE_EXCEEDED":
-                    raise TeacherClientError(
-                        f"{what} on {self._what()} exceeded {self.timeout_s}s "
-                        f"{attempt + 1} time(s); raise FRESHLABEL_TRITON__REQUEST_TIMEOUT_S or "
-                        "lower max_in_flight"
-                    ) from exc
-                if "unknown model" in message.lower() or status == "StatusCode.NOT_FOUND":
-                    raise TeacherVersionMissing(
-                        f"{self._what()} is not served: {message}. Export it with `freshlabel "
-                        "teacher export --version N` and restart Triton, or request a served "
-                        f"version ({await self._served_versions_text()})"
-                    ) from exc
-                raise TeacherClientError(f"{what} on {self._what()} failed: {message}") from exc
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(
+                lambda exc: (
+                    isinstance(exc, InferenceServerException) and (exc.status() or "") in RETRYABLE
+                )
+            ),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=self._backoff,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+
+        async def attempt():  # a coroutine function, so tenacity awaits each call
+            return await make_call()
+
+        try:
+            return await retrying(attempt)
+        except InferenceServerException as exc:
+            status = exc.status() or ""
+            message = exc.message() or str(exc)
+            if status == "StatusCode.UNAVAILABLE":
+                raise self._unavailable(f"{what}: {message}") from exc
+            if status == "StatusCode.DEADLINE_EXCEEDED":
+                raise TeacherClientError(
+                    f"{what} on {self._what()} exceeded {self.timeout_s}s "
+                    f"{retrying.statistics['attempt_number']} time(s); raise "
+                    "FRESHLABEL_TRITON__REQUEST_TIMEOUT_S or lower max_in_flight"
+                ) from exc
+            if "unknown model" in message.lower() or status == "StatusCode.NOT_FOUND":
+                raise TeacherVersionMissing(
+                    f"{self._what()} is not served: {message}. Export it with `freshlabel "
+                    "teacher export --version N` and restart Triton, or request a served "
+                    f"version ({await self._served_versions_text()})"
+                ) from exc
+            raise TeacherClientError(f"{what} on {self._what()} failed: {message}") from exc
 
     async def _served_versions_text(self) -> str:
         try:
