@@ -394,17 +394,21 @@ class DeadLetterWriter:
             KafkaError: a letter was not acknowledged (broker down, timeout); a letter the
                 broker refuses as too large is resent at the smallest size instead.
         """
-        for attempt in range(2):
-            self.producer.flush(timeout=timeout_s)
-            pending, self._pending = self._pending, []
-            for letter, future in pending:
-                try:
-                    future.get(timeout=timeout_s)
-                except MessageSizeTooLargeError:
-                    if attempt == 1:
-                        raise
-                    # The broker's limit (max.message.bytes) is below ours: the bare minimum.
-                    self._send(letter, MIN_LETTER_BYTES)
-                    self.truncated += 1
-            if not self._pending:
-                return
+        self._settle(timeout_s, resend_too_large=True)
+        if self._pending:  # letters resent at the smallest size: once, no further fallback
+            self._settle(timeout_s, resend_too_large=False)
+
+    def _settle(self, timeout_s: float, resend_too_large: bool) -> None:
+        """Flush the producer and wait for every pending letter; a letter the broker refuses
+        as too large is resent at the smallest size if `resend_too_large`, else raised."""
+        self.producer.flush(timeout=timeout_s)
+        pending, self._pending = self._pending, []
+        for letter, future in pending:
+            try:
+                future.get(timeout=timeout_s)
+            except MessageSizeTooLargeError:
+                if not resend_too_large:
+                    raise
+                # The broker's limit (max.message.bytes) is below ours: the bare minimum.
+                self._send(letter, MIN_LETTER_BYTES)
+                self.truncated += 1
