@@ -340,45 +340,11 @@ class IcebergSink:
             SinkError: The broker stayed away past `sink.reconnect_timeout_s`, or the group
                 never assigned partitions; the message names the cause.
         """
-        outage_since: float | None = None
         try:
-            while True:
-                try:
+            for attempt in self._reconnecting(should_stop):
+                with attempt:
                     self._connect()
                     self._consume(idle_timeout_s, max_rows, should_stop)
-                    break
-                except _BROKER_ERRORS as exc:
-                    now = time.monotonic()
-                    if outage_since is None or self._last_commit > outage_since:
-                        outage_since = now  # a new outage: the last session made progress
-                    if should_stop():
-                        # Asked to stop while the broker is away: the uncommitted batch is
-                        # simply read again from the ledger by the next run.
-                        log.warning(
-                            "sink for %s: stopping during broker trouble (%r)", self.topic, exc
-                        )
-                        break
-                    self.metrics.tick()
-                    self.metrics.ready(
-                        False, f"broker {self.settings.broker.bootstrap} unreachable ({exc!r})"
-                    )
-                    if now - outage_since > self.cfg.reconnect_timeout_s:
-                        raise SinkError(
-                            f"sink for {self.topic}: broker at {self.settings.broker.bootstrap} "
-                            f"unreachable for {now - outage_since:.0f} s ({exc!r}); start it, "
-                            "or raise sink.reconnect_timeout_s"
-                        ) from exc
-                    self.stats.reconnects += 1
-                    delay = min(10.0, 0.5 * 2 ** min(self.stats.reconnects, 5))
-                    log.warning(
-                        "sink for %s: broker trouble (%r); uncommitted batch dropped, "
-                        "reconnecting in %.1f s",
-                        self.topic,
-                        exc,
-                        delay,
-                    )
-                    self._disconnect()
-                    time.sleep(delay)
         except BaseException as exc:
             self.metrics.ready(False, "stopped on an error")
             self._disconnect()
@@ -391,6 +357,63 @@ class IcebergSink:
         self.metrics.write_status(stopped=True)
         self.stats.dead_letters_by_reason = self.decoder.counters.by_reason()
         return self.stats
+
+    def _reconnecting(self, should_stop: Callable[[], bool]) -> Retrying:
+        """The policy of `run` against broker trouble: each failed session drops its
+        uncommitted batch and reconnects after a doubling delay (1 s up to 10 s, counted
+        over the run's reconnects). An outage starts at the first failure after a commit;
+        past `sink.reconnect_timeout_s` it raises SinkError. A stop request during the
+        trouble ends the run quietly: the next run reads the uncommitted batch again from
+        the ledger."""
+        outage_since = 0.0
+        stopping = False
+        bootstrap = self.settings.broker.bootstrap
+
+        def give_up(state: RetryCallState) -> bool:
+            nonlocal outage_since, stopping
+            exc = state.outcome.exception() if state.outcome else None
+            now = time.monotonic()
+            if state.attempt_number == 1 or self._last_commit > outage_since:
+                outage_since = now  # a new outage: the last session made progress
+            if should_stop():
+                log.warning("sink for %s: stopping during broker trouble (%r)", self.topic, exc)
+                stopping = True
+                return True
+            self.metrics.tick()
+            self.metrics.ready(False, f"broker {bootstrap} unreachable ({exc!r})")
+            return now - outage_since > self.cfg.reconnect_timeout_s
+
+        def backoff(state: RetryCallState) -> float:
+            return min(10.0, 0.5 * 2 ** min(self.stats.reconnects + 1, 5))
+
+        def reconnect(state: RetryCallState) -> None:
+            self.stats.reconnects += 1
+            log.warning(
+                "sink for %s: broker trouble (%r); uncommitted batch dropped, "
+                "reconnecting in %.1f s",
+                self.topic,
+                state.outcome.exception() if state.outcome else None,
+                state.next_action.sleep if state.next_action else 0.0,
+            )
+            self._disconnect()
+
+        def gave_up(state: RetryCallState) -> None:
+            if stopping:
+                return
+            exc = state.outcome.exception() if state.outcome else None
+            raise SinkError(
+                f"sink for {self.topic}: broker at {bootstrap} unreachable for "
+                f"{time.monotonic() - outage_since:.0f} s ({exc!r}); start it, or raise "
+                "sink.reconnect_timeout_s"
+            ) from exc
+
+        return Retrying(
+            retry=retry_if_exception_type(_BROKER_ERRORS),
+            stop=give_up,
+            wait=backoff,
+            before_sleep=reconnect,
+            retry_error_callback=gave_up,
+        )
 
     def _close_gate(self) -> None:
         if self.gate is not None:
