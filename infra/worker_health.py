@@ -13,6 +13,11 @@ The guarantee:
   position of each partition the worker holds, from kafka-python's `highwater()` (taken
   from fetch responses; ListOffsets "latest" is wrong on the embedded broker); partitions it
   no longer holds are dropped, so a group's lag summed over its members counts each once.
+
+`WorkerMetrics` is what every worker's metrics hold on top of that: its own registry, the
+health and lag above, and the status file `freshlabel status` reads (infra/worker_status.py),
+rewritten from the worker's `snapshot()`; `metric_value` reads a metric back through
+prometheus_client's public `collect()`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+
+from infra.config import Settings
+from infra.worker_status import StatusFile
 
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
@@ -216,3 +224,75 @@ class ConsumerLag:
         self.gauge.clear()
         self._shown = set()
         self._total = 0
+
+
+def metric_value(metric: Any, suffix: str = "") -> float:
+    """The sum of a metric's samples whose name ends with `suffix`, read through
+    `collect()` (a labeled child reads its own samples).
+
+    Args:
+        metric: a prometheus_client metric, or one labeled child of it.
+        suffix: "_total" for a counter's count, "_sum" / "_count" for a histogram's; ""
+            takes every sample (a gauge's one).
+
+    Returns:
+        The sum (0.0 when there is no such sample).
+    """
+    return sum(
+        sample.value
+        for family in metric.collect()
+        for sample in family.samples
+        if sample.name.endswith(suffix)
+    )
+
+
+class WorkerMetrics:
+    """The metrics every long-running worker (a sink, the labeler) keeps: its own registry,
+    liveness and readiness, consumer lag, and its status file, rewritten from `snapshot()`.
+    """
+
+    def __init__(
+        self, settings: Settings, status_name: str | None, liveness_timeout_s: float
+    ) -> None:
+        """
+        Args:
+            settings: The platform settings (where status files live).
+            status_name: The worker's status file name; None keeps no status file.
+            liveness_timeout_s: /healthz fails once the loop has not ticked for this long.
+        """
+        self.registry = CollectorRegistry()
+        self.health = WorkerHealth(self.registry, liveness_timeout_s)
+        self.lag = ConsumerLag(self.registry)
+        self.status_file = StatusFile(settings, status_name) if status_name else None
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve /metrics, /healthz and /readyz on host:port; port 0 serves nothing.
+
+        Raises:
+            OSError: the port is taken; the message names it.
+        """
+        if port:
+            self.health.serve(host, port)
+
+    def tick(self) -> None:
+        """The worker's loop turned (liveness)."""
+        self.health.tick()
+
+    def ready(self, ok: bool, reason: str = "") -> None:
+        """Whether the worker can work now, and why (not); /readyz shows the reason."""
+        self.health.ready(ok, reason)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters and percentiles the status file shows (each worker its own)."""
+        raise NotImplementedError
+
+    def write_status(self, stopped: bool = False, error: str | None = None) -> None:
+        """Rewrite this process's status file (infra/worker_status.py); no-op without one.
+
+        Args:
+            stopped: the worker ends cleanly.
+            error: the worker dies on this error (one line); it stays failed even if a
+                clean-stop write follows.
+        """
+        if self.status_file is not None:
+            self.status_file.write(self.snapshot(), stopped=stopped, error=error)

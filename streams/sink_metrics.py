@@ -17,20 +17,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from kafka import KafkaConsumer
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
 
 from infra.config import Settings
-from infra.worker_health import ConsumerLag, WorkerHealth
-from infra.worker_status import StatusFile, percentile
+from infra.worker_health import WorkerMetrics, metric_value
+from infra.worker_status import percentile
 
 LAG_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600, 86400)
 
 
-class SinkMetrics:
+class SinkMetrics(WorkerMetrics):
+    """One sink process's metrics (infra/worker_health.py's `WorkerMetrics`: registry,
+    health, lag, status file `sink-<table>`), per table."""
+
     def __init__(self, settings: Settings, table_name: str, lag_field: str | None) -> None:
+        super().__init__(settings, f"sink-{table_name}", settings.sink.liveness_timeout_s)
         self.table_name = table_name
         self.lag_field = lag_field
-        self.registry = CollectorRegistry()
         labels = {"table": table_name}
 
         def counter(name: str, doc: str) -> Any:
@@ -51,8 +54,6 @@ class SinkMetrics:
             ["table", "error"],
             registry=self.registry,
         )
-        self.health = WorkerHealth(self.registry, settings.sink.liveness_timeout_s)
-        self.lag = ConsumerLag(self.registry)
         self.counts: dict[str, object] = {}
         self.visible_lag = Histogram(
             "freshlabel_visible_lag_seconds",
@@ -62,19 +63,9 @@ class SinkMetrics:
             registry=self.registry,
         ).labels(**labels)
         self._lags: deque[float] = deque(maxlen=10_000)
-        self.status_file = StatusFile(settings, f"sink-{table_name}")
-        if settings.sink.metrics_port:
-            self.health.serve(settings.sink.metrics_host, settings.sink.metrics_port)
+        self.serve(settings.sink.metrics_host, settings.sink.metrics_port)
         # Visible from the start: a sink killed before its first commit is still listed.
         self.write_status()
-
-    def tick(self) -> None:
-        """The sink's loop turned (liveness)."""
-        self.health.tick()
-
-    def ready(self, ok: bool, reason: str = "") -> None:
-        """Whether the sink can work now, and why (not); /readyz shows the reason."""
-        self.health.ready(ok, reason)
 
     def observe_lag(self, consumer: KafkaConsumer, group: str) -> None:
         """Refresh the consumer lag of the partitions held (at most once a second)."""
@@ -97,25 +88,16 @@ class SinkMetrics:
         self.write_status()
 
     def snapshot(self) -> dict[str, object]:
+        """The status file's metrics: counters, visible-lag percentiles, the sink's counts."""
         return {
             "table": self.table_name,
-            "rows_committed": self.rows._value.get(),
-            "commits": self.commits._value.get(),
-            "rows_quarantined": self.quarantined._value.get(),
-            "dead_letters": self.dead_letters._value.get(),
+            "rows_committed": metric_value(self.rows, "_total"),
+            "commits": metric_value(self.commits, "_total"),
+            "rows_quarantined": metric_value(self.quarantined, "_total"),
+            "dead_letters": metric_value(self.dead_letters, "_total"),
             "lag_field": self.lag_field,
             "visible_lag_p50_s": percentile(self._lags, 50),
             "visible_lag_p95_s": percentile(self._lags, 95),
             # The sink's own counts: each consumed record's fate (they add up).
             **self.counts,
         }
-
-    def write_status(self, stopped: bool = False, error: str | None = None) -> None:
-        """Rewrite this process's status file (infra/worker_status.py).
-
-        Args:
-            stopped: the sink ends cleanly.
-            error: the sink dies on this error (one line); it stays failed even if a
-                clean-stop write follows.
-        """
-        self.status_file.write(self.snapshot(), stopped=stopped, error=error)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from infra.config import Settings
+from infra.worker_health import metric_value
 from infra.worker_status import WorkerStatus, describe
 from serving.client import TeacherClient
 from serving.labeler.metrics import LabelerMetrics
@@ -241,7 +242,7 @@ def test_backlog_counts_rows_in_hand_and_reaches_the_status_file_at_once(
         if s.name == "freshlabel_consumer_lag_records"
     }
     assert lag == {"0": 120, "1": 30}  # per partition: behind the position
-    assert metrics.backlog._value.get() == 350  # plus the 200 polled, not labeled yet
+    assert metric_value(metrics.backlog) == 350  # plus the 200 polled, not labeled yet
     # Written without waiting for the batch to end (a slow teacher can take minutes).
     (status,) = [s for s in read_statuses(settings) if s.name == "labeler"]
     assert status.metrics["backlog"] == 350

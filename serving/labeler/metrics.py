@@ -28,11 +28,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from kafka import KafkaConsumer
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from infra.config import Settings
-from infra.worker_health import ConsumerLag, WorkerHealth
-from infra.worker_status import StatusFile, percentile
+from infra.worker_health import WorkerMetrics, metric_value
+from infra.worker_status import percentile
 from schemas import EnrichedImpression, RelevanceLabel
 
 Traffic = Literal["live", "backfill"]
@@ -60,7 +60,10 @@ class _WindowRate:
         return round(sum(n for _, n in self._events) / window, 2)
 
 
-class LabelerMetrics:
+class LabelerMetrics(WorkerMetrics):
+    """One labeler process's metrics (infra/worker_health.py's `WorkerMetrics`: registry,
+    health, lag, status file), for its one class of traffic."""
+
     def __init__(self, settings: Settings, serve: bool = True, traffic: Traffic = "live") -> None:
         """
         Args:
@@ -69,9 +72,9 @@ class LabelerMetrics:
                 False keeps the metrics in memory only.
             traffic: The class of traffic this process sends to the teacher.
         """
-        self.registry = CollectorRegistry()
+        cfg = settings.labeler
+        super().__init__(settings, STATUS_NAMES[traffic] if serve else None, cfg.liveness_timeout_s)
         self.traffic: Traffic = traffic
-        self.status_file = StatusFile(settings, STATUS_NAMES[traffic]) if serve else None
         self._started = self._status_at = time.monotonic()
         self._backlog_written = 0.0
         self.labels = Counter(
@@ -148,28 +151,17 @@ class LabelerMetrics:
         )
         # The status file's `student` section (set by the drift monitor).
         self.student_status: Callable[[], dict[str, Any]] | None = None
-        self.health = WorkerHealth(self.registry, settings.labeler.liveness_timeout_s)
-        self.lag = ConsumerLag(self.registry)
-        self.group_id = settings.labeler.group_id
+        self.group_id = cfg.group_id
         self._labels_rate = _WindowRate(self._started)
         # Recent teacher calls and event lags, for the percentiles in the status file.
         self._latencies: deque[float] = deque(maxlen=1000)
         self._event_lags: deque[float] = deque(maxlen=10_000)
         self._pairs_rate = _WindowRate(self._started)
-        cfg = settings.labeler
-        port = cfg.metrics_port if traffic == "live" else cfg.backfill_metrics_port
-        if serve and port:
-            self.health.serve(cfg.metrics_host, port)
+        if serve:
+            port = cfg.metrics_port if traffic == "live" else cfg.backfill_metrics_port
+            self.serve(cfg.metrics_host, port)
         # Visible from the start: a labeler killed before its first batch is still listed.
         self.write_status()
-
-    def tick(self) -> None:
-        """The labeler's loop turned (liveness)."""
-        self.health.tick()
-
-    def ready(self, ok: bool, reason: str = "") -> None:
-        """Whether the labeler can work now, and why (not); /readyz shows the reason."""
-        self.health.ready(ok, reason)
 
     def observe_backlog(self, consumer: KafkaConsumer, in_hand: int = 0) -> None:
         """Backlog and per-partition consumer lag of the partitions held: the high watermark
@@ -237,14 +229,8 @@ class LabelerMetrics:
             self.student_rows.labels(dimension, group).set(rows)
 
     def snapshot(self) -> dict[str, Any]:
-        def value(metric: Any, suffix: str = "") -> float:
-            total = 0.0
-            for family in metric.collect():
-                for sample in family.samples:
-                    if sample.name.endswith(suffix):
-                        total += sample.value
-            return total
-
+        """The status file's metrics: this class of traffic's rates and percentiles, the
+        counters, the labels by teacher version, the drift signal's section."""
         t = self.traffic
         per_class: dict[str, Any] = {
             f"{t}_pairs_per_s": self.pairs_per_s(),
@@ -257,14 +243,14 @@ class LabelerMetrics:
         return {
             "traffic": t,
             **per_class,
-            "teacher_pairs": value(self.pairs, "_total"),
-            "labels_total": value(self.labels, "_total"),
-            "labels_per_s": round(self.rate._value.get(), 2),
-            "dedup_hit_rate": round(self.hit_rate._value.get(), 4),
-            "backlog": self.backlog._value.get(),
-            "teacher_errors": value(self.scorer_errors, "_total"),
-            "teacher_batches": value(self.scorer_latency, "_count"),
-            "teacher_seconds": round(value(self.scorer_latency, "_sum"), 3),
+            "teacher_pairs": metric_value(self.pairs, "_total"),
+            "labels_total": metric_value(self.labels, "_total"),
+            "labels_per_s": round(metric_value(self.rate), 2),
+            "dedup_hit_rate": round(metric_value(self.hit_rate), 4),
+            "backlog": metric_value(self.backlog),
+            "teacher_errors": metric_value(self.scorer_errors, "_total"),
+            "teacher_batches": metric_value(self.scorer_latency, "_count"),
+            "teacher_seconds": round(metric_value(self.scorer_latency, "_sum"), 3),
             "teacher_latency_p50_s": percentile(self._latencies, 50),
             "teacher_latency_p95_s": percentile(self._latencies, 95),
             "event_to_label_p50_s": percentile(self._event_lags, 50),
@@ -275,7 +261,7 @@ class LabelerMetrics:
                 for s in family.samples
                 if s.name.endswith("_total")
             },
-            "dead_letters": value(self.dead_letters, "_total"),
+            "dead_letters": metric_value(self.dead_letters, "_total"),
             **({"student": self.student_status()} if self.student_status else {}),
         }
 
@@ -288,6 +274,5 @@ class LabelerMetrics:
                 clean-stop write follows.
         """
         self._status_at = time.monotonic()
-        self._backlog_written = self.backlog._value.get()
-        if self.status_file is not None:
-            self.status_file.write(self.snapshot(), stopped=stopped, error=error)
+        self._backlog_written = metric_value(self.backlog)
+        super().write_status(stopped=stopped, error=error)
