@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 from pydantic import BaseModel
 
@@ -198,8 +197,9 @@ def start_cluster(settings: Settings) -> list[ServiceRecord]:
 
 
 def _get(settings: Settings, path: str, timeout_s: float = 3.0) -> Any:
-    with urllib.request.urlopen(rest_url(settings) + path, timeout=timeout_s) as response:
-        return json.loads(response.read())
+    with requests.get(rest_url(settings) + path, timeout=timeout_s) as response:
+        response.raise_for_status()
+        return response.json()
 
 
 def request(
@@ -211,23 +211,24 @@ def request(
 ) -> Any:
     """One call to the JobManager's REST API; raises FlinkError with Flink's own message."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        rest_url(settings) + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"},
-    )
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:2000]
-        raise FlinkError(f"Flink REST {method} {path}: HTTP {exc.code}: {detail}") from None
-    except OSError as exc:
+        with requests.request(
+            method,
+            rest_url(settings) + path,
+            data=data,
+            headers={"Content-Type": "application/json"},
+            timeout=timeout_s,
+        ) as response:
+            raw = response.content
+            status = response.status_code
+    except (requests.RequestException, OSError) as exc:
         raise FlinkError(
             f"Flink REST {method} {path} at {rest_url(settings)}: {exc}. Is the cluster up? "
             "Start it with FRESHLABEL_FLINK__ENABLED=true freshlabel up"
         ) from None
+    if not 200 <= status < 300:
+        detail = raw.decode(errors="replace")[:2000]
+        raise FlinkError(f"Flink REST {method} {path}: HTTP {status}: {detail}")
     return json.loads(raw) if raw else None
 
 

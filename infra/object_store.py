@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import urllib.request
+
+import requests
 
 from infra.artifacts import venv_bin
 from infra.config import Settings
@@ -57,7 +58,7 @@ def start_object_store(settings: Settings) -> ServiceRecord:
 def object_store_healthy(settings: Settings, timeout_s: float = 2.0) -> bool:
     url = f"{settings.object_store.endpoint}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return bool(response.status == 200)
+        with requests.get(url, timeout=timeout_s) as response:
+            return bool(response.status_code == 200)
     except Exception:
         return False

@@ -14,9 +14,9 @@ import os
 import shutil
 import sys
 import sysconfig
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+import requests
 
 from infra.config import Settings
 from infra.process import ServiceError, ServiceRecord, start, wait_until
@@ -178,10 +178,11 @@ def run_dir(settings: Settings) -> Path:
 
 def _get_json(url: str, timeout_s: float) -> dict | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            body = response.read()
+        with requests.get(url, timeout=timeout_s) as response:
+            response.raise_for_status()
+            body = response.content
             return json.loads(body) if body else {}
-    except (urllib.error.URLError, OSError, ValueError):
+    except (requests.RequestException, OSError, ValueError):
         return None
 
 
