@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.metrics import MetricWrapperBase
 
 from infra.config import Settings
 from infra.worker_status import StatusFile
@@ -38,6 +39,7 @@ from infra.worker_status import StatusFile
 HEALTH_PATH = "/healthz"
 READY_PATH = "/readyz"
 
+Metric = TypeVar("Metric", bound=MetricWrapperBase)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -238,12 +240,8 @@ def metric_value(metric: Any, suffix: str = "") -> float:
     Returns:
         The sum (0.0 when there is no such sample).
     """
-    return sum(
-        sample.value
-        for family in metric.collect()
-        for sample in family.samples
-        if sample.name.endswith(suffix)
-    )
+    samples = (sample for family in metric.collect() for sample in family.samples)
+    return sum((s.value for s in samples if s.name.endswith(suffix)), 0.0)
 
 
 class WorkerMetrics:
@@ -264,6 +262,23 @@ class WorkerMetrics:
         self.health = WorkerHealth(self.registry, liveness_timeout_s)
         self.lag = ConsumerLag(self.registry)
         self.status_file = StatusFile(settings, status_name) if status_name else None
+
+    def metric(
+        self, kind: type[Metric], name: str, doc: str, labels: Sequence[str] = (), **options: Any
+    ) -> Metric:
+        """A new metric in this worker's registry.
+
+        Args:
+            kind: Counter, Gauge or Histogram (prometheus_client).
+            name: its name (a counter's with `_total`).
+            doc: its help text.
+            labels: its label names.
+            **options: what else `kind` takes (a histogram's `buckets`).
+
+        Returns:
+            The metric (with `labels`, call `.labels(...)` for a child).
+        """
+        return kind(name, doc, labels, registry=self.registry, **options)
 
     def serve(self, host: str, port: int) -> None:
         """Serve /metrics, /healthz and /readyz on host:port; port 0 serves nothing.

@@ -38,7 +38,7 @@ class SinkMetrics(WorkerMetrics):
 
         def counter(name: str, doc: str) -> Any:
             full = f"freshlabel_sink_{name}_total"
-            return Counter(full, doc, ["table"], registry=self.registry).labels(**labels)
+            return self.metric(Counter, full, doc, ["table"]).labels(**labels)
 
         self.rows = counter("rows", "Rows committed")
         self.commits = counter("commits", "Iceberg commits")
@@ -47,20 +47,20 @@ class SinkMetrics(WorkerMetrics):
         self.conflicts = counter(
             "commit_conflicts", "Commits another writer got in first (retried on a fresh ledger)"
         )
-        self.commit_failures = Counter(
+        self.commit_failures = self.metric(
+            Counter,
             "freshlabel_sink_commit_failures_total",
             "Commits that raised (conflicts past sink.commit_attempts, broker, catalog or "
             "storage errors); the batch is read again from the ledger",
             ["table", "error"],
-            registry=self.registry,
         )
         self.counts: dict[str, object] = {}
-        self.visible_lag = Histogram(
+        self.visible_lag = self.metric(
+            Histogram,
             "freshlabel_visible_lag_seconds",
             "Event time to row visible in Iceberg (commit of the snapshot that added it)",
             ["table"],
             buckets=LAG_BUCKETS,
-            registry=self.registry,
         ).labels(**labels)
         self._lags: deque[float] = deque(maxlen=10_000)
         self.serve(settings.sink.metrics_host, settings.sink.metrics_port)

@@ -77,77 +77,68 @@ class LabelerMetrics(WorkerMetrics):
         self.traffic: Traffic = traffic
         self._started = self._status_at = time.monotonic()
         self._backlog_written = 0.0
-        self.labels = Counter(
-            "freshlabel_labels_total", "Labels written", ["teacher_version"], registry=self.registry
+        metric = self.metric
+        self.labels = metric(
+            Counter, "freshlabel_labels_total", "Labels written", ["teacher_version"]
         )
-        self.dead_letters = Counter(
-            "freshlabel_labeler_dead_letters_total",
-            "Enriched rows sent to the DLQ",
-            registry=self.registry,
+        self.dead_letters = metric(
+            Counter, "freshlabel_labeler_dead_letters_total", "Enriched rows sent to the DLQ"
         )
-        self.scorer_errors = Counter(
-            "freshlabel_teacher_errors_total",
-            "Failed teacher calls (retried)",
-            registry=self.registry,
+        self.scorer_errors = metric(
+            Counter, "freshlabel_teacher_errors_total", "Failed teacher calls (retried)"
         )
-        self.scorer_latency = Histogram(
+        self.scorer_latency = metric(
+            Histogram,
             "freshlabel_teacher_batch_seconds",
             "Time to score one batch of cache misses (a teacher round trip)",
             ["traffic"],
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
-            registry=self.registry,
         )
-        self.pairs = Counter(
+        self.pairs = metric(
+            Counter,
             "freshlabel_teacher_pairs_total",
             "Pairs scored by the teacher (cache misses)",
             ["traffic"],
-            registry=self.registry,
         )
-        self.pair_rate = Gauge(
+        self.pair_rate = metric(
+            Gauge,
             "freshlabel_teacher_pairs_per_second",
             "Pairs scored by the teacher per second over the last minute",
             ["traffic"],
-            registry=self.registry,
         )
-        self.hit_rate = Gauge(
-            "freshlabel_dedup_hit_rate",
-            "Share of rows whose score came from the cache",
-            registry=self.registry,
+        self.hit_rate = metric(
+            Gauge, "freshlabel_dedup_hit_rate", "Share of rows whose score came from the cache"
         )
-        self.backlog = Gauge(
-            "freshlabel_labeler_backlog", "Enriched rows not yet labeled", registry=self.registry
+        self.backlog = metric(Gauge, "freshlabel_labeler_backlog", "Enriched rows not yet labeled")
+        self.rate = metric(
+            Gauge, "freshlabel_labels_per_second", "Labels per second over the last minute"
         )
-        self.rate = Gauge(
-            "freshlabel_labels_per_second",
-            "Labels per second over the last minute",
-            registry=self.registry,
-        )
-        self.event_lag = Histogram(
+        self.event_lag = metric(
+            Histogram,
             "freshlabel_label_event_lag_seconds",
             "Impression event time to label produced (visibility in Iceberg adds the sink's "
             "commit interval)",
             buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600),
-            registry=self.registry,
         )
         # The drift signal (serving/labeler/drift.py), when a student is configured.
-        self.student_disagreement = Gauge(
+        self.student_disagreement = metric(
+            Gauge,
             "freshlabel_labeler_student_disagreement",
             "Share of the last labeler.drift_window_rows compared rows of a group whose "
             "student label differs from the teacher's (dimension: lang or family)",
             ["dimension", "group"],
-            registry=self.registry,
         )
-        self.student_rows = Gauge(
+        self.student_rows = metric(
+            Gauge,
             "freshlabel_labeler_student_window_rows",
             "Compared rows in a group's disagreement window (below labeler.drift_min_rows "
             "it never alerts)",
             ["dimension", "group"],
-            registry=self.registry,
         )
-        self.student_compared = Counter(
+        self.student_compared = metric(
+            Counter,
             "freshlabel_labeler_student_compared",
             "Labeled rows whose teacher label was compared with the student's",
-            registry=self.registry,
         )
         # The status file's `student` section (set by the drift monitor).
         self.student_status: Callable[[], dict[str, Any]] | None = None
