@@ -6,11 +6,14 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import shutil
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from infra import progress
 from infra.config import Settings, load_settings
 from infra.process import stop_on_sigterm
 
@@ -27,6 +30,19 @@ COMMAND_MODULES: tuple[str, ...] = (
     "freshlabel.deploy.cli",
     "streams.dlq_cli",
 )
+
+# Every command, grouped in the order data flows through the platform: `freshlabel --help`
+# lists them so (tests/test_cli.py holds that each command is in exactly one group).
+COMMAND_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("stack", ("up", "down", "status")),
+    ("streams", ("generate", "jobs", "sink", "tables", "dlq", "schemas")),
+    ("quality", ("dq",)),
+    ("labels", ("teacher", "label", "dataset", "student")),
+    ("operate", ("deploy", "demo")),
+)
+
+# Top-level packages whose exceptions carry messages written for the operator.
+OWN_PACKAGES = frozenset({"freshlabel", "infra", "schemas", "streams", "serving", "quality"})
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
@@ -168,6 +184,7 @@ def _tables_maintain(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@progress.long_work
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from freshlabel import demo
 
@@ -182,37 +199,82 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _FlowHelp(argparse.RawDescriptionHelpFormatter):
+    """Lists the commands under their COMMAND_GROUPS names, in the order data flows."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not isinstance(action, argparse._SubParsersAction):
+            return super()._format_action(action)
+        helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+        name_width = max(map(len, helps)) + 2
+        text_width = max(self._width - 4 - name_width, 20)
+        lines: list[str] = []
+        grouped = [*COMMAND_GROUPS, ("other", tuple(helps))]  # none, if the table is whole
+        for group, names in grouped:
+            mine = [name for name in names if name in helps]
+            if mine:
+                lines.append(f"  {group}:")
+            for name in mine:
+                wrapped = textwrap.wrap(helps.pop(name), text_width) or [""]
+                lines.append(f"    {name:<{name_width}}{wrapped[0]}")
+                lines += [" " * (4 + name_width) + rest for rest in wrapped[1:]]
+        return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="freshlabel", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="freshlabel",
+        description=__doc__,
+        formatter_class=_FlowHelp,
+        epilog="`freshlabel COMMAND --help` tells each command's verbs and options.",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="INFO logs, third-party load reports, and the traceback of an error",
+    )
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress bars on stderr even when it is not a terminal "
+        "(also FRESHLABEL_PROGRESS=1; =0 turns them off)",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands, as the data flows"
+    )
 
     p = sub.add_parser("up", help="start the embedded stack")
     p.add_argument("--durable", action="store_true", help="broker on S3 (SeaweedFS)")
     p.set_defaults(handler=_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(handler=_down)
-    p = sub.add_parser("status", help="health of each service")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("status", help="health of each service and worker")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(handler=_status)
 
     schemas = sub.add_parser("schemas", help="Iceberg field-id registry").add_subparsers(
         dest="verb", required=True
     )
-    for verb, handler in (("check", _schemas_check), ("register", _schemas_register)):
-        p = schemas.add_parser(verb)
+    for verb, handler, about in (
+        ("check", _schemas_check, "check the models against the registry (additive changes)"),
+        ("register", _schemas_register, "record the models' new fields in the registry"),
+    ):
+        p = schemas.add_parser(verb, help=about)
         p.add_argument("--registry", help="registry file (default: schemas/registry.json)")
         p.set_defaults(handler=handler)
 
     sink = sub.add_parser("sink", help="topic -> Iceberg table").add_subparsers(
         dest="verb", required=True
     )
-    p = sink.add_parser("run")
-    p.add_argument("--topic", required=True)
+    p = sink.add_parser("run", help="commit a topic's records to its table, exactly once")
+    p.add_argument("--topic", required=True, help="the topic to read, e.g. impressions")
     p.add_argument("--table", help="default: the topic model's table")
-    p.add_argument("--batch-rows", type=int)
-    p.add_argument("--batch-seconds", type=float)
+    p.add_argument("--batch-rows", type=int, help="rows per commit (default: sink.batch_rows)")
+    p.add_argument(
+        "--batch-seconds", type=float, help="most seconds per commit (sink.batch_seconds)"
+    )
     p.add_argument("--idle-timeout", type=float, help="stop after this many idle seconds")
-    p.add_argument("--max-rows", type=int)
+    p.add_argument("--max-rows", type=int, help="stop after committing this many rows")
     p.add_argument("--group", help="consumer group (default: freshlabel-sink-<table>)")
     p.add_argument(
         "--assignment",
@@ -229,11 +291,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = tables.add_parser("maintain", help="compact closed days, expire snapshots, remove orphans")
     p.add_argument("--table", action="append", help="table name (repeatable; default: all)")
-    p.add_argument("--closed-after-days", type=float, default=1.0)
-    p.add_argument("--expire-after-hours", type=float, default=24.0)
-    p.add_argument("--retain-last", type=int, default=10)
+    p.add_argument(
+        "--closed-after-days",
+        type=float,
+        default=1.0,
+        help="compact days that ended this long ago (default: %(default)s)",
+    )
+    p.add_argument(
+        "--expire-after-hours",
+        type=float,
+        default=24.0,
+        help="expire snapshots older than this (default: %(default)s)",
+    )
+    p.add_argument(
+        "--retain-last",
+        type=int,
+        default=10,
+        help="always keep this many snapshots (default: %(default)s)",
+    )
     # Younger files may belong to a commit still in flight.
-    p.add_argument("--orphan-after-hours", type=float, default=1.0)
+    p.add_argument(
+        "--orphan-after-hours",
+        type=float,
+        default=1.0,
+        help="remove unreferenced files older than this (default: %(default)s)",
+    )
     p.set_defaults(handler=_tables_maintain)
 
     sub.add_parser("demo", help="run the platform end to end").set_defaults(handler=_demo)
@@ -242,25 +324,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_third_parties(verbose: bool) -> None:
+    """Logs at INFO with -v; otherwise warnings only, and no load chatter: transformers'
+    weight-loading bars and LOAD REPORT tables, Hugging Face hub bars, Great Expectations'
+    temp-dir notices (its loggers set their own INFO level), kafka-python's refused
+    connections while a broker starts (health checks already report what matters)."""
+    level = logging.INFO if verbose else logging.WARNING
+    root = logging.getLogger()
+    if not root.handlers:  # logging.basicConfig, plus the level on the handler itself
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(level)  # also drops what loggers that set their own level let through
+        root.addHandler(handler)
+        root.setLevel(level)
+    if verbose:
+        return
+    # Read when transformers / huggingface_hub are imported (later, lazily), also by the
+    # worker processes this one starts; an operator's own values win.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for name in ("transformers", "great_expectations", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+def error_line(exc: BaseException) -> str:
+    """What went wrong, as one line an operator can act on (no traceback)."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or exc.title}: {e['msg']}"
+            for e in exc.errors()
+        )
+        text = f"invalid {exc.title}: {problems}"
+    elif isinstance(exc, FileNotFoundError) and exc.filename:
+        text = f"{exc.filename} does not exist; check the path given (or the setting naming it)"
+    elif type(exc).__module__.split(".")[0] in OWN_PACKAGES or isinstance(
+        exc, ValueError | OSError
+    ):
+        text = str(exc) or type(exc).__name__  # written to be read: it says what to do
+    else:
+        text = f"{type(exc).__name__}: {exc} (freshlabel -v ... shows the traceback)"
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # kafka-python logs every refused connection while a broker starts; health checks
-        # already report what matters.
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    settings = load_settings()
+    quiet_third_parties(args.verbose)
+    if args.progress:
+        progress.force(True)
     handler: Handler = args.handler
     try:
+        try:
+            settings = load_settings()
+        except Exception as exc:
+            raise SettingsError(
+                f"{error_line(exc)} (from FRESHLABEL_* variables or the FRESHLABEL_CONFIG file)"
+            ) from exc
         return handler(args, settings)
+    except KeyboardInterrupt:
+        print("freshlabel: interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:  # one clear line for operators; -v for the traceback
         if args.verbose:
             raise
-        print(f"freshlabel {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"freshlabel: error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+class SettingsError(ValueError):
+    """The settings did not load (the message names what to fix)."""
 
 
 if __name__ == "__main__":

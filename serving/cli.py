@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,4 +187,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--runtime", choices=["torch", "onnx"], help="default: triton.runtime")
     p.add_argument("--quantize", choices=["none", "int8"], help="default: triton.quantize")
     p.set_defaults(handler=_export)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
