@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -394,76 +395,12 @@ class CheckRule(BaseModel):
     min_rows: int = 1
 
 
-# Markets the platform serves (the generator's among them).
-_KNOWN_COUNTRIES = (  # noqa: SIM905
-    "US CA MX BR AR CL CO PE GB IE FR DE AT CH NL BE LU ES PT IT SE NO DK FI PL CZ HU RO GR "
-    "TR RU UA IL AE SA EG ZA NG KE IN PK ID MY SG PH TH VN CN HK TW JP KR AU NZ"
-).split()
-_KNOWN_LOCALES = (  # noqa: SIM905
-    "en-US en-GB en-CA en-AU en-NZ en-IE en-IN en-SG en-ZA en-NG en-KE en-PH fr-FR fr-CA "
-    "fr-BE fr-CH de-DE de-AT de-CH nl-NL nl-BE es-ES es-MX es-AR es-CL es-CO es-PE es-US "
-    "pt-BR pt-PT it-IT it-CH sv-SE nb-NO da-DK fi-FI pl-PL cs-CZ hu-HU ro-RO el-GR tr-TR "
-    "ru-RU uk-UA he-IL ar-AE ar-SA ar-EG hi-IN ur-PK id-ID ms-MY th-TH vi-VN zh-CN zh-HK "
-    "zh-TW ja-JP ko-KR"
-).split()
-_FEATURE_TEXT = ["title", "description", "link_title", "link_description", "caption"]
-
-# Per table, per check. A partial override (YAML or FRESHLABEL_QUALITY__TABLES__...) is
-# merged over these, so one threshold can change without restating the rest.
-DEFAULT_CHECKS: dict[str, dict[str, dict[str, Any]]] = {
-    "impressions_enriched": {
-        "required_keys": {
-            "severity": "critical",
-            "min": 1,
-            "columns": ["impression_id", "request_id", "user_id", "query", "pin_id"],
-        },
-        "country_known": {"severity": "critical", "values": _KNOWN_COUNTRIES},
-        "locale_known": {"severity": "critical", "values": _KNOWN_LOCALES},
-        "query_length": {"severity": "critical", "min": 1, "max": 512, "columns": ["query"]},
-        "text_length": {"severity": "warning", "max": 8000, "columns": _FEATURE_TEXT},
-        # Seconds ahead of the sink's ingest time an event may claim (clock skew).
-        "event_time_not_future": {"severity": "critical", "max": 300, "columns": ["event_time"]},
-        # Seconds: rows older than the retention are refused (default 90 days).
-        "event_time_retention": {
-            "severity": "critical",
-            "max": 90 * 86400,
-            "columns": ["event_time"],
-        },
-        # Share of the batch's rows that carry the feature.
-        "caption_coverage": {"min": 0.5, "min_rows": 20, "columns": ["caption"]},
-        "board_titles_coverage": {"min": 0.3, "min_rows": 20, "columns": ["board_titles"]},
-        "top_queries_coverage": {"min": 0.2, "min_rows": 20, "columns": ["top_queries"]},
-        # KL divergence (nats) of the locale-language mix from the reference window's.
-        "query_language_mix": {"max": 0.5, "min_rows": 20, "columns": ["locale"]},
-        # Median rows per event-time minute, as a ratio of the reference window's median.
-        "volume": {"min": 0.2, "max": 5.0, "columns": ["event_time"]},
-        # Seconds from event time to ingest, 95th percentile of the batch.
-        "freshness_lag": {"max": 3600, "columns": ["event_time"]},
-    },
-    "labels": {
-        "required_keys": {
-            "severity": "critical",
-            "min": 1,
-            "columns": ["impression_id", "query", "pin_id", "input_hash"],
-        },
-        "teacher_version_present": {"severity": "critical", "columns": ["teacher_version"]},
-        "probs_in_range": {"severity": "critical", "min": 0.0, "max": 1.0},
-        # Absolute error of sum(probs) from 1.
-        "probs_sum_to_one": {"severity": "critical", "max": 1e-3},
-        # label_scale == len(probs); `values` may also pin the allowed scales, e.g. ["4"].
-        "label_scale_matches": {"severity": "critical"},
-        # |score - f(probs)| for any allowed f: sum(k * p_k), or that over (scale - 1).
-        "score_consistent": {
-            "severity": "critical",
-            "max": 1e-3,
-            "values": ["expected_grade", "normalized_expected_grade"],
-        },
-        # KL divergence (nats) of the argmax-label histogram from the reference window's.
-        "label_distribution": {"max": 0.25, "min_rows": 20},
-        "volume": {"min": 0.2, "max": 5.0, "columns": ["labeled_at"]},
-        "freshness_lag": {"max": 3600, "columns": ["labeled_at"]},
-    },
-}
+# Per table, per check (infra/quality_checks.yaml). A partial override (YAML or
+# FRESHLABEL_QUALITY__TABLES__...) is merged over these, so one threshold can change without
+# restating the rest.
+DEFAULT_CHECKS: dict[str, dict[str, dict[str, Any]]] = yaml.safe_load(
+    Path(__file__).with_name("quality_checks.yaml").read_text(encoding="utf-8")
+)["tables"]
 
 
 def _merged_checks(
