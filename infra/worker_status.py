@@ -59,6 +59,8 @@ KEEP_DEAD = 20
 ERROR_CHARS = 500
 
 State = Literal["running", "stopped", "failed", "killed"]
+# What `status --json` shows of a record beside its fields (WorkerStatus properties).
+DERIVED = ("state", "dead", "ended_at", "seen_at")
 DEAD_STATES = ("failed", "killed")
 HOST = socket.gethostname()
 
@@ -127,14 +129,9 @@ class WorkerStatus(BaseModel):
         return state == "running" and (self.writes >= 2 or now - self.started_at >= SETTLE_S)
 
     def report(self) -> dict[str, Any]:
-        """The record as `status --json` shows it."""
-        return {
-            **self.model_dump(),
-            "state": self.state,
-            "dead": self.dead,
-            "ended_at": self.ended_at,
-            "seen_at": self.seen_at,
-        }
+        """The record as `status --json` shows it: its fields, then what they say
+        (`DERIVED`)."""
+        return {**self.model_dump(), **{name: getattr(self, name) for name in DERIVED}}
 
 
 class WorkerGroup(BaseModel):
