@@ -7,7 +7,8 @@ Triton, under a minute. `make test-stack` runs the rest; `make test` runs both. 
 `running_stack`, or any fixture that depends on one: marked here, at collection) or when its
 module or itself is marked `stack`. A test outside the stack tier that starts a service all
 the same (through infra.process.start) fails at once, naming the fix, so none slips into the
-unit tier. `slow` is for server-free tests that take long (training a model).
+unit tier. `slow` marks server-free tests that take long (training a model), by hand or
+through a fixture built with `@takes_long`; they run with the stack tier.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 F = TypeVar("F", bound=Callable[..., object])
+# fixture attribute -> the marker of every test that uses such a fixture
+_TIER_OF_FIXTURE = {"starts_servers": "stack", "takes_long": "slow"}
 
 
 def starts_servers(fixture: F) -> F:
@@ -39,21 +42,31 @@ def starts_servers(fixture: F) -> F:
     return fixture
 
 
-def _uses_servers(item: pytest.Item) -> bool:
+def takes_long(fixture: F) -> F:
+    """Declare that a fixture takes long without servers (it trains a model): every test that
+    uses it is marked `slow`, the second tier. Put it under `@pytest.fixture`."""
+    fixture.takes_long = True  # type: ignore[attr-defined]
+    return fixture
+
+
+def _fixture_tiers(item: pytest.Item) -> set[str]:
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
-        return False
-    return any(
-        getattr(fixturedef.func, "starts_servers", False)
+        return set()
+    return {
+        marker
         for name in info.names_closure
         for fixturedef in info.name2fixturedefs.get(name, ())
-    )
+        for attribute, marker in _TIER_OF_FIXTURE.items()
+        if getattr(fixturedef.func, attribute, False)
+    }
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if _uses_servers(item):
-            item.add_marker(pytest.mark.stack)
+        for marker in sorted(_fixture_tiers(item)):
+            if item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
 
 
 _in_stack_tier = False
@@ -75,8 +88,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     tests in the stack tier; module-scoped fixtures set up and torn down inside this window."""
     global _in_stack_tier
     for module in list(sys.modules.values()):
-        if getattr(module, "start", None) is _real_start:
-            module.start = _guarded_start  # type: ignore[attr-defined]
+        # The module's own namespace only: a lazy module's __getattr__ could import.
+        if getattr(module, "__dict__", {}).get("start") is _real_start:
+            setattr(module, "start", _guarded_start)  # noqa: B010
     _in_stack_tier = item.get_closest_marker("stack") is not None
     try:
         return (yield)
@@ -84,7 +98,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         _in_stack_tier = False
 
 
-def make_settings(state_dir: Path, **overrides: object) -> Settings:
+def make_settings(state_dir: Path, **overrides: Any) -> Settings:
     """Settings for an isolated stack: its own state folder and free ports."""
     return Settings(
         state_dir=state_dir,

@@ -102,6 +102,7 @@ def _ensure_at_barrier(settings: Settings, barrier: Any, results: Any) -> None:
         results.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
+@pytest.mark.slow  # four spawned processes, each importing pyiceberg: seconds
 def test_processes_starting_together_all_get_the_one_table(settings: Settings) -> None:
     # Sinks scaled out on a new table start at once: every one must end up with the table,
     # not die because another created (or evolved) it first.

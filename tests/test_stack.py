@@ -56,6 +56,7 @@ def test_up_status_down(settings: Settings) -> None:
     assert status.returncode == 1 and "DOWN" in status.stdout
 
 
+@pytest.mark.stack
 def test_up_refuses_a_taken_port(settings: Settings) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", settings.broker.port))

@@ -25,7 +25,7 @@ from serving.teacher.export import ExportOptions, export_teacher
 from serving.teacher.model import Teacher
 from streams.arrow_rows import SourcePosition, to_arrow
 from streams.generator.sample import enriched_impressions
-from tests.conftest import freshlabel, make_settings
+from tests.conftest import freshlabel, make_settings, takes_long
 
 IMPRESSIONS = 6_000
 TABLE = "students_world"
@@ -40,6 +40,7 @@ def _append(settings: Settings, table_name: str, events: list) -> None:  # type:
 
 
 @pytest.fixture(scope="module")
+@takes_long
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:  # type: ignore[type-arg]
     """A seeded world's enriched rows and teacher labels in Iceberg, its truth on disk, and
     a training set of the teacher's labels."""

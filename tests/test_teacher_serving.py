@@ -21,7 +21,7 @@ from serving.teacher.export import ExportOptions, export_teacher, prepare_reposi
 from serving.teacher.model import Teacher
 from serving.teacher.onnx_runtime import export_onnx, onnx_file
 from serving.teacher.train import TrainConfig, train_teacher
-from tests.conftest import make_settings, starts_servers
+from tests.conftest import make_settings, starts_servers, takes_long
 from tests.teacher_fixtures import world_sample
 
 # A few optimizer steps: enough to exercise every part; quality is not the point here.
@@ -53,6 +53,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+@takes_long
 def tiny_teacher(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("teachers") / "tiny"
     train_teacher(load_pairs(world, "world"), out, TINY, version="tiny-test")
