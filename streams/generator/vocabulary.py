@@ -166,5 +166,8 @@ INCOMPATIBLE: frozenset[frozenset[str]] = frozenset(
 
 FAMILIES: tuple[str, ...] = tuple(_DATA["families"])
 
+# Concepts any home-goods (WANDS) topic may draw on besides those its queries name.
+WANDS_CONCEPTS: tuple[str, ...] = tuple(_DATA["wands_concepts"])
+
 # Words that carry no intent in a query ("chairs for kids" -> chair, kids).
 STOPWORDS: frozenset[str] = frozenset(_DATA["stopwords"])

@@ -29,6 +29,7 @@ from streams.generator.vocabulary import (
     SEASONS,
     STOPWORDS,
     TOPICS,
+    WANDS_CONCEPTS,
     Season,
     TopicSpec,
 )
@@ -44,22 +45,6 @@ ZIPF_EXPONENT = 1.0
 STRONG_SEASON_FLOOR = 0.2
 # Head-noun queries ("sofa") tend to rank high in popularity.
 HEAD_RANK_BOOST = 0.5
-# Concepts any home-goods (WANDS) topic may draw on besides those its queries name (no
-# materials: a velvet kitchen sink would be silly).
-_WANDS_DEFAULT_CONCEPTS = (
-    "blue",
-    "white",
-    "black",
-    "green",
-    "grey",
-    "beige",
-    "modern",
-    "rustic",
-    "vintage",
-    "minimalist",
-    "scandinavian",
-    "industrial",
-)
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9'\-]*")
 
 
@@ -317,7 +302,7 @@ def _add_logged(
         )
     for topic in by_class.values():
         named = tuple(concepts_of[topic.id])
-        topic.concepts = named + tuple(c for c in _WANDS_DEFAULT_CONCEPTS if c not in named)
+        topic.concepts = named + tuple(c for c in WANDS_CONCEPTS if c not in named)
         topic.extras = tuple(extras_of[topic.id])
 
 
