@@ -20,6 +20,7 @@ from typing import Any
 from pyiceberg.expressions import GreaterThanOrEqual
 
 from infra.catalog import ensure_namespace, ensure_table, open_catalog
+from infra.cli_args import parse_time
 from infra.config import Settings
 from schemas.quality import QUARANTINE_TABLES, CheckResult
 
@@ -35,13 +36,12 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     if match:
         return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
     try:
-        at = datetime.fromisoformat(text)
+        return parse_time(text)
     except ValueError:
         raise ValueError(
             f"--since {text!r}: give a duration like 24h, 30m, 7d or an ISO time like "
             "2026-11-20T12:00:00Z"
         ) from None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @dataclass
