@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -31,8 +32,17 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerBase,
 )
 
-from infra.progress import counted  # noqa: E402
 from serving.teacher.text import PinView  # noqa: E402
+
+try:  # bars during the CLI's long work (teacher train, eval)
+    from infra.progress import counted
+except ImportError:  # a served snapshot (export.RUNTIME_MODULES) carries serving code only
+
+    def counted(  # type: ignore[misc]
+        batches: Sequence[Any], desc: str, unit: str, show: bool | None = None
+    ) -> Iterator[Any]:
+        return iter(batches)
+
 
 # Files that make a loadable BERT + tokenizer directory.
 MODEL_FILES = (
