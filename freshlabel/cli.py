@@ -321,7 +321,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="run the platform end to end").set_defaults(handler=_demo)
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(sub)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """A command's own --help opens with the line its parent lists it with."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                if child.description is None:
+                    child.description = helps.get(name)
+                _describe(child)
 
 
 def quiet_third_parties(verbose: bool) -> None:
