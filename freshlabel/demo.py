@@ -283,6 +283,7 @@ def _drain_stage(
             unknown, now_done = str(exc), done
         if now_done != done:
             done, last_change = now_done, time.monotonic()
+            bar.total = max(target, done)  # more than expected shows as 100%, not past it
             bar.update(max(done, 0) - bar.n)
         if done >= target:
             break
