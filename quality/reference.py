@@ -5,11 +5,12 @@ last `quality.reference_batches` batches within `quality.reference_hours`. Becau
 rolls with the data, a seasonal shift moves the reference along with it and stays
 quiet as long as it is gradual; a sudden shift stands out against the recent past.
 Profiles are also written into `dq_results.details`, so a restarted sink rebuilds its
-window from the table instead of starting blind.
+window from the table instead of starting blind (`ReferenceWindow.restore`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
@@ -29,6 +30,23 @@ class ReferenceWindow:
         self._batches[batch_key] = (at, dict(profile))
         while len(self._batches) > self.max_batches:
             self._batches.popitem(last=False)
+
+    def restore(self, recent: Iterable[Mapping[str, Any]]) -> None:
+        """Rebuild the window from the profiles stored in `dq_results.details`.
+
+        Args:
+            recent: `dq_results` rows of one table (`check`, `evaluated_at`, `batch_key`,
+                `details`), oldest first; rows without a profile are ignored.
+        """
+        profiles: dict[str, tuple[datetime, dict[str, Any]]] = {}
+        for row in recent:
+            if row["details"]:
+                details = json.loads(row["details"])
+                if "profile" in details:
+                    _, profile = profiles.setdefault(row["batch_key"], (row["evaluated_at"], {}))
+                    profile[row["check"]] = details["profile"]
+        for key, (at, profile) in sorted(profiles.items(), key=lambda kv: kv[1][0]):
+            self.add(key, at, profile)
 
     def _recent(self, now: datetime, key: str) -> list[Any]:
         return [
