@@ -355,7 +355,7 @@ def quiet_third_parties(verbose: bool) -> None:
     # worker processes this one starts; an operator's own values win.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("transformers", "great_expectations", "huggingface_hub"):
+    for name in ("transformers", "huggingface_hub"):  # the LOAD REPORT is a warning
         logging.getLogger(name).setLevel(logging.ERROR)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
