@@ -261,6 +261,7 @@ def test_student_refuses_features_of_another_teacher(trained: dict, tmp_path: Pa
         student.check_features(versions)
 
 
+@pytest.mark.slow  # trains four students
 def test_hard_and_soft_targets_and_clear_errors() -> None:
     rng = np.random.default_rng(1)
     n = 400

@@ -16,6 +16,9 @@ from serving.teacher.encoders import BiEncoder, CrossEncoder, base_model_dir, lo
 from serving.teacher.onnx_graph import GraphBuildError, bert_graph
 from serving.teacher.onnx_runtime import _quantize, session
 
+# Builds, exports and runs encoder graphs (seconds each): the second tier.
+pytestmark = pytest.mark.slow
+
 PAIRS = (
     ["oak desk", "red shoes", "a"],
     ["title: Oak desk | description: a solid oak desk", "red shoes", "word " * 40],
