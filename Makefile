@@ -1,10 +1,11 @@
-# freshlabel: `make demo` runs the platform end to end, `make test` runs the test suite.
+# freshlabel: `make demo` runs the platform end to end, `make test` runs the test suite
+# (`make test-unit`, `make test-stack`: its two tiers), `make lint` runs ruff and mypy.
 PYTHON ?= python3
 VENV := .venv
 FLINK_VENV := .venv-flink
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: setup demo test lint lock clean teacher images
+.PHONY: setup demo test test-unit test-stack lint lock clean teacher images
 setup: $(VENV)/.installed $(FLINK_VENV)/.installed .tools/.installed
 
 $(VENV)/.installed: requirements/platform.txt requirements/platform.lock pyproject.toml
@@ -35,11 +36,24 @@ teacher: setup
 	$(VENV)/bin/freshlabel teacher train --data $(FRESHLABEL_TEACHER_DATA) --columns crowdflower --out $(TEACHER_DIR)
 	$(VENV)/bin/freshlabel teacher export --model $(TEACHER_DIR) --repo .freshlabel/triton-repo --version 1
 
+# Two tiers (markers set in tests/conftest.py): the unit tier starts no server (no broker,
+# object store, Flink or Triton) and runs in under a minute; the stack tier is every test that
+# starts servers or trains a model. `make test` runs both in one session.
+UNIT_TESTS := not stack and not slow
 test: setup
 	$(VENV)/bin/python -m pytest
 
+test-unit: setup
+	$(VENV)/bin/python -m pytest -m "$(UNIT_TESTS)"
+
+test-stack: setup
+	$(VENV)/bin/python -m pytest -m "not ($(UNIT_TESTS))"
+
+# mypy reads its files and options from pyproject.toml ([tool.mypy]).
 lint: setup
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Re-pin every transitive dependency after changing requirements/*.txt.
 lock:
