@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -128,11 +129,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def freshlabel(
-    settings: Settings, *args: str, timeout: float = 180
+    settings: Settings, *args: str, timeout: float = 180, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """Run `freshlabel *args` in a subprocess on these settings (or `env`) and wait."""
     return subprocess.run(
         [sys.executable, "-m", "freshlabel.cli", *args],
-        env=settings_env(settings),
+        env=settings_env(settings) if env is None else env,
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -149,12 +151,8 @@ def settings(tmp_path: Path) -> Settings:
 @starts_servers
 def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """One real stack per test module, stopped by PID afterwards."""
-    settings = make_settings(tmp_path_factory.mktemp("stack") / "state")
-    stack.up(settings)
-    try:
+    with stack_running(make_settings(tmp_path_factory.mktemp("stack") / "state")) as settings:
         yield settings
-    finally:
-        stack.down(settings)
 
 
 def shared_data(relative: str) -> Path:
@@ -162,3 +160,15 @@ def shared_data(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"SKIPPED LOUDLY: {path} is absent; this test needs the shared data set")
     return path
+
+
+@contextmanager
+def stack_running(settings: Settings) -> Iterator[Settings]:
+    """The stack of `settings` up for the block, and down (by PID) after it, however it ends.
+
+    Only for fixtures marked `@starts_servers`, or tests in the stack tier."""
+    stack.up(settings)
+    try:
+        yield settings
+    finally:
+        stack.down(settings)

@@ -18,6 +18,7 @@ from infra.worker_status import WorkerStatus, describe
 from serving.client import TeacherClient
 from serving.labeler.metrics import LabelerMetrics
 from serving.labeler.triton_scorer import TritonScorer
+from tests.helpers import impression_fields
 
 
 class FakeTriton:
@@ -169,18 +170,8 @@ def test_status_shows_each_class_rate_latency_and_live_freshness(tmp_path: Path)
     from schemas import EnrichedImpression
 
     settings = Settings(state_dir=tmp_path)
-    row = EnrichedImpression(
-        impression_id="i1",
-        request_id="r1",
-        user_id="u1",
-        query="oak desk",
-        pin_id="p1",
-        position=1,
-        country="US",
-        locale="en-US",
-        event_time=datetime.now(UTC) - timedelta(seconds=2),
-        title="oak desk",
-    )
+    at = datetime.now(UTC) - timedelta(seconds=2)
+    row = EnrichedImpression(**impression_fields("i1", at, query="oak desk", title="oak desk"))
     lines = {}
     for traffic in ("live", "backfill"):
         metrics = LabelerMetrics(settings, serve=False, traffic=traffic)  # type: ignore[arg-type]

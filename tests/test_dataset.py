@@ -11,6 +11,7 @@ from infra.config import Settings
 from schemas import EnrichedImpression, RelevanceLabel
 from serving.dataset import TrainingSetDataset, build_training_set
 from streams.arrow_rows import SourcePosition, to_arrow
+from tests.helpers import impression_fields
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -90,16 +91,9 @@ def test_freshness_from_event_time_and_enriched_at(settings: Settings) -> None:
     now = datetime.now(UTC)
     rows = [
         EnrichedImpression(
-            impression_id=f"f-{i}",
-            request_id="r",
-            user_id="u",
-            query="q",
-            pin_id="p",
-            position=1,
-            country="US",
-            locale="en-US",
-            event_time=now - timedelta(seconds=30 + i),
-            enriched_at=now - timedelta(seconds=10),
+            **impression_fields(
+                f"f-{i}", now - timedelta(seconds=30 + i), enriched_at=now - timedelta(seconds=10)
+            )
         )
         for i in range(10)
     ]

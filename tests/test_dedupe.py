@@ -22,6 +22,7 @@ from schemas.impression import Impression
 from schemas.relevance_label import RelevanceLabel
 from streams.arrow_rows import SourcePosition, to_arrow
 from streams.dedupe import KeyIndex, digests
+from tests.helpers import impression_fields
 
 T0 = datetime(2026, 10, 5, 12, 0, tzinfo=UTC)
 
@@ -38,17 +39,7 @@ def _table(catalog: SqlCatalog, name: str) -> Table:
 
 
 def imp(impression_id: str, when: datetime = T0) -> Impression:
-    return Impression(
-        impression_id=impression_id,
-        request_id="r",
-        user_id="u",
-        query="q",
-        pin_id="p",
-        position=1,
-        country="US",
-        locale="en-US",
-        event_time=when,
-    )
+    return Impression(**impression_fields(impression_id, when))
 
 
 def label(

@@ -47,6 +47,7 @@ from infra.worker_health import ConsumerLag, WorkerHealth
 from schemas import EnrichedImpression
 from streams.produce import produce_events
 from tests.conftest import ROOT, settings_env
+from tests.helpers import impression_fields
 from tests.test_sink_faults import impressions
 
 # Series Prometheus itself adds to every scrape.
@@ -383,16 +384,13 @@ def test_a_labeler_waiting_for_the_teacher_is_alive_but_not_ready(
 ) -> None:
     port = live_workers["labeler"]
     row = EnrichedImpression(
-        impression_id="monitoring-outage-1",
-        request_id="r1",
-        user_id="u1",
-        query="oak desk",
-        pin_id="pin-1",
-        position=1,
-        country="US",
-        locale="en-US",
-        event_time=datetime.now(UTC),  # inside decode.max_age_days, whenever this runs
-        title="modern oak desk",
+        **impression_fields(
+            "monitoring-outage-1",
+            datetime.now(UTC),  # inside decode.max_age_days, whenever this runs
+            query="oak desk",
+            pin_id="pin-1",
+            title="modern oak desk",
+        )
     )
     with producer(running_stack) as prod:
         produce_events(prod, [row])

@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from streams.enrich.clock import advance_event_time, mark_value
 from streams.enrich.reference import LateVersion, expected, late_versions, pit_violations
 from streams.enrich.sql import LATE_VERSION_TOPICS, SOURCES, SqlSettingsError, interval, render
 from streams.produce import produce_events
-from tests.conftest import ROOT, make_settings, settings_env, starts_servers
+from tests.conftest import freshlabel, make_settings, settings_env, stack_running, starts_servers
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -319,14 +318,7 @@ def _cli_env(settings: Settings) -> dict[str, str]:
 
 
 def cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "freshlabel.cli", *args],
-        env=_cli_env(settings),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return freshlabel(settings, *args, timeout=timeout, env=_cli_env(settings))
 
 
 def _flink_settings(state_dir: Path) -> Settings:
@@ -367,16 +359,12 @@ def read_records(settings: Settings, topic: str, at_least: int, timeout_s: float
 @starts_servers
 def flink_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A real stack with the Flink cluster, the job deployed, the scenario produced."""
-    settings = _flink_settings(tmp_path_factory.mktemp("enrich") / "state")
-    stack.up(settings)
-    try:
+    with stack_running(_flink_settings(tmp_path_factory.mktemp("enrich") / "state")) as settings:
         operations.deploy(settings)
         with producer(settings) as prod:
             produce_events(prod, scenario())
         advance_event_time(settings, max(e.time for e in scenario()))
         yield settings
-    finally:
-        stack.down(settings)
 
 
 def _enriched(records: list[Any]) -> dict[str, dict[str, Any]]:

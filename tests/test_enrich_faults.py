@@ -29,7 +29,6 @@ from typing import Any
 
 import pytest
 
-from infra import stack
 from infra.config import Settings
 from infra.kafka_io import producer
 from schemas import Event, Impression, PinCaption, PinContent
@@ -38,7 +37,7 @@ from streams.enrich import operations
 from streams.enrich.clock import NUDGE, advance_event_time
 from streams.enrich.reference import late_versions, pit_violations
 from streams.produce import produce_events
-from tests.conftest import starts_servers
+from tests.conftest import stack_running, starts_servers
 from tests.test_enrich import ENRICHED, _flink_settings, _imp, cli, read_records
 
 pytestmark = pytest.mark.slow
@@ -78,13 +77,9 @@ class Run:
 @pytest.fixture(scope="module")
 @starts_servers
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    settings = _flink_settings(tmp_path_factory.mktemp("enrich-faults") / "state")
-    stack.up(settings)
-    try:
-        operations.deploy(settings)
-        yield Run(settings)
-    finally:
-        stack.down(settings)
+    with stack_running(_flink_settings(tmp_path_factory.mktemp("enrich-faults") / "state")) as s:
+        operations.deploy(s)
+        yield Run(s)
 
 
 def test_late_caption_applies_to_later_impressions(run: Run) -> None:

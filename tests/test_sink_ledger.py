@@ -19,6 +19,7 @@ from infra.config import Settings
 from schemas import Impression
 from streams.iceberg_sink import IcebergSink
 from streams.offsets import append_with_offsets, committed_offsets, offsets_property
+from tests.helpers import impression_fields
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -28,17 +29,8 @@ def record(partition: int, offset: int, value: bytes) -> SimpleNamespace:
 
 
 def impression(partition: int, offset: int) -> bytes:
-    return Impression(
-        impression_id=f"i-{partition}-{offset}",
-        request_id="r",
-        user_id="u",
-        query="q",
-        pin_id="p",
-        position=1,
-        country="US",
-        locale="en-US",
-        event_time=T0 + timedelta(seconds=offset),
-    ).to_bytes()
+    at = T0 + timedelta(seconds=offset)
+    return Impression(**impression_fields(f"i-{partition}-{offset}", at)).to_bytes()
 
 
 class _NoDeadLetters:
