@@ -6,13 +6,16 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infra.config import Settings
+from schemas import EnrichedImpression
 from tests.conftest import ROOT, settings_env
+from tests.helpers import impression_fields
 
 QUERIES = [
     "oak desk",
@@ -99,3 +102,46 @@ def start_cli(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+TITLES = ["modern oak desk", "vintage ceramic vase", "wool blanket set", "kitchen towel"]
+
+
+def search_traffic(
+    n: int,
+    prefix: str,
+    step: timedelta = timedelta(seconds=1),
+    request_prefix: str = "",
+    titles_by_pin: bool = False,
+    captions: bool = False,
+) -> list[EnrichedImpression]:
+    """Few distinct (query, pin, text) combinations, as in real search traffic.
+
+    Args:
+        n: how many impressions, `step` apart from `T0`.
+        prefix: their ids are `{prefix}-{i}`.
+        step: the event time between two impressions.
+        request_prefix: put before the request ids (`r{i // 5}`).
+        titles_by_pin: a pin keeps one title (else titles cycle on their own).
+        captions: pin-0 has a caption.
+
+    Returns:
+        The impressions, in order: query `i % 4`, pin `i % 6`, position `i % 5 + 1`.
+    """
+    return [
+        EnrichedImpression(
+            **impression_fields(
+                f"{prefix}-{i}",
+                T0 + step * i,
+                request_id=f"{request_prefix}r{i // 5}",
+                user_id=f"u{i % 13}",
+                query=QUERIES[i % 4],
+                pin_id=f"pin-{i % 6}",
+                position=i % 5 + 1,
+                title=TITLES[i % 6 % 4 if titles_by_pin else i % 4],
+                caption="photo of a desk" if captions and i % 6 == 0 else None,
+            )
+        )
+        for i in range(n)
+    ]

@@ -41,11 +41,16 @@ from streams.generator import generate_events
 from streams.iceberg_sink import IcebergSink
 from streams.produce import produce_events
 from tests.conftest import ROOT, freshlabel, make_settings, starts_servers
-from tests.teacher_fixtures import QUERIES, labeler_env, start_cli, world_sample
+from tests.teacher_fixtures import (
+    QUERIES,
+    TITLES,
+    labeler_env,
+    search_traffic,
+    start_cli,
+    world_sample,
+)
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
-T0 = datetime(2026, 10, 1, tzinfo=UTC)
-TITLES = ["modern oak desk", "vintage ceramic vase", "wool blanket set", "kitchen towel"]
 # One torch thread per Triton instance: the teacher gets one of the two cores and the
 # labeler, the broker and the test the other, as when Triton runs on its own machine.
 # Without it a saturated teacher's threads take CPU from every other process, which no
@@ -54,23 +59,21 @@ SERVED = ExportOptions(model_threads=1)
 
 
 def enriched_rows(n: int, prefix: str) -> list[EnrichedImpression]:
-    """Few distinct (query, pin, text) combinations, as in real search traffic."""
-    return [
-        EnrichedImpression(
-            impression_id=f"{prefix}-{i}",
-            request_id=f"r{i // 5}",
-            user_id=f"u{i % 13}",
-            query=QUERIES[i % 4],
-            pin_id=f"pin-{i % 6}",
-            position=i % 5 + 1,
-            country="US",
-            locale="en-US",
-            event_time=T0 + timedelta(minutes=i),
-            title=TITLES[i % 6 % 4],
-            caption="photo of a desk" if i % 6 == 0 else None,
-        )
-        for i in range(n)
-    ]
+    """A minute apart; a pin keeps its title, and pin-0 has a caption."""
+    return search_traffic(n, prefix, step=timedelta(minutes=1), titles_by_pin=True, captions=True)
+
+
+def label_until_idle(settings: Settings) -> None:
+    """Run a labeler on `settings` until it has been idle for 3 s."""
+
+    async def label() -> None:
+        scorer = TritonScorer.from_settings(settings)
+        try:
+            await Labeler(settings, scorer).run(idle_timeout_s=3.0)
+        finally:
+            await scorer.close()
+
+    asyncio.run(label())
 
 
 @pytest.fixture(scope="module")
@@ -248,17 +251,9 @@ def test_seeded_run_survives_sigkill_and_sends_a_malformed_row_to_the_dlq(
 def test_version_roll_then_backfill(platform: Platform, teachers: dict[str, Path]) -> None:
     settings = platform.settings
     rows = enriched_rows(240, "roll")
-
-    async def label_until_idle() -> None:
-        scorer = TritonScorer.from_settings(settings)
-        try:
-            await Labeler(settings, scorer).run(idle_timeout_s=3.0)
-        finally:
-            await scorer.close()
-
     with producer(settings) as prod:
         produce_events(prod, rows[:120])
-    asyncio.run(label_until_idle())
+    label_until_idle(settings)
     # Roll: export version 2 into the served repository; Triton polls and swaps it in.
     export_teacher(teachers["labeler-v2"], settings.triton.repository, 2, SERVED)
     deadline = time.monotonic() + 120
@@ -267,7 +262,7 @@ def test_version_roll_then_backfill(platform: Platform, teachers: dict[str, Path
     assert triton.served_versions(settings) == ["2"]
     with producer(settings) as prod:
         produce_events(prod, rows[120:])
-    asyncio.run(label_until_idle())
+    label_until_idle(settings)
 
     labels = _labels_in_iceberg(settings)
     mine = Counter({k: n for k, n in labels.items() if k[0].startswith("roll-")})
@@ -587,15 +582,7 @@ def test_the_live_labeler_measures_a_students_disagreement_on_served_embeddings(
     )
     with producer(settings) as prod:
         produce_events(prod, rows)
-
-    async def label() -> None:
-        scorer = TritonScorer.from_settings(drift_settings)
-        try:
-            await Labeler(drift_settings, scorer).run(idle_timeout_s=3.0)
-        finally:
-            await scorer.close()
-
-    asyncio.run(label())
+    label_until_idle(drift_settings)
     (status,) = [
         s
         for s in read_statuses(settings)

@@ -50,32 +50,16 @@ from streams.dlq import DeadLetter, Reason
 from streams.iceberg_sink import IcebergSink
 from streams.produce import produce_events
 from tests.conftest import freshlabel, make_settings, starts_servers
-from tests.teacher_fixtures import QUERIES, start_cli, world_sample
+from tests.teacher_fixtures import search_traffic, start_cli, world_sample
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
 VERSION = "faults-v1"
-T0 = datetime(2026, 10, 1, tzinfo=UTC)
-TITLES = ["modern oak desk", "vintage ceramic vase", "wool blanket set", "kitchen towel"]
 REFUSED_QUERY = "a query the teacher refuses"
 
 
 def enriched_rows(n: int, prefix: str) -> list[EnrichedImpression]:
-    """Few distinct (query, pin, text) combinations, as in real search traffic."""
-    return [
-        EnrichedImpression(
-            impression_id=f"{prefix}-{i}",
-            request_id=f"{prefix}-r{i // 5}",
-            user_id=f"u{i % 13}",
-            query=QUERIES[i % 4],
-            pin_id=f"pin-{i % 6}",
-            position=i % 5 + 1,
-            country="US",
-            locale="en-US",
-            event_time=T0 + timedelta(seconds=i),
-            title=TITLES[i % 4],
-        )
-        for i in range(n)
-    ]
+    """A second apart, requests named after `prefix`."""
+    return search_traffic(n, prefix, request_prefix=f"{prefix}-")
 
 
 class World:

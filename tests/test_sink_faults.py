@@ -20,6 +20,7 @@ from schemas import Impression
 from streams.iceberg_sink import IcebergSink
 from streams.produce import produce_events
 from tests.conftest import ROOT, settings_env
+from tests.helpers import reap, start_sink
 
 # Every test runs sinks against a broker: its own stack or running_stack.
 pytestmark = pytest.mark.stack
@@ -45,29 +46,7 @@ def impressions(n: int, prefix: str) -> list[Impression]:
 
 
 def sink_process(settings: Settings, table: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "freshlabel.cli",
-            "sink",
-            "run",
-            "--topic",
-            "impressions",
-            "--table",
-            table,
-            "--batch-rows",
-            "1000",
-            "--batch-seconds",
-            "1",
-            "--idle-timeout",
-            "6",
-        ],
-        env=settings_env(settings),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    return start_sink(settings, table, "--batch-rows", "1000", "--idle-timeout", "6")
 
 
 def table_ids(settings: Settings, table: str) -> list[str]:
@@ -247,10 +226,7 @@ def test_overlapping_sinks_churned_by_sigterm_and_sigkill_lose_and_repeat_nothin
             assert proc.returncode in (0, -signal.SIGTERM), err.decode()[-2000:]
         assert_drained_exactly_once(settings, table, rows)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        reap(procs)
         stack.down(settings)
 
 
@@ -343,10 +319,7 @@ def test_group_churn_recovers_or_names_the_stuck_group(
         assert first.returncode is not None
         assert_drained_exactly_once(settings, table, rows)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        reap(procs)
         stack.down(settings)
 
 

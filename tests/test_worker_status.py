@@ -8,7 +8,6 @@ rules are checked on status files written directly (no processes needed).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -35,6 +34,7 @@ from infra.worker_status import (
 )
 from streams.produce import produce_events
 from tests.conftest import ROOT, freshlabel, settings_env
+from tests.helpers import reap, sink_argv, start_sink
 from tests.test_sink_faults import impressions
 
 ROWS = 400
@@ -58,35 +58,6 @@ def fed_stack(running_stack: Settings) -> Settings:
     with producer(running_stack) as prod:
         produce_events(prod, impressions(ROWS, "status"))
     return running_stack
-
-
-def sink_argv(table: str, *extra: str) -> list[str]:
-    return [
-        "sink",
-        "run",
-        "--topic",
-        "impressions",
-        "--table",
-        table,
-        "--batch-seconds",
-        "1",
-        *extra,
-    ]
-
-
-def start_sink(
-    settings: Settings, table: str, *extra: str, log: Path | None = None
-) -> subprocess.Popen[bytes]:
-    """A sink process; its output goes to `log`, else to a pipe the caller must read (an
-    unread pipe fills up and blocks the sink)."""
-    with open(log, "ab") if log else contextlib.nullcontext(subprocess.PIPE) as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "freshlabel.cli", *sink_argv(table, *extra)],
-            env=settings_env(settings),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def status_json(settings: Settings) -> tuple[int, dict[str, Any]]:
@@ -172,10 +143,7 @@ def test_parallel_sinks_are_both_listed_and_a_sigkilled_one_is_dead(fed_stack: S
         assert line.startswith("DIED"), text.stdout
         assert f"pid {victim.pid} (killed)" in text.stdout
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
+        reap(procs, timeout_s=30)
 
     # A newer sink of the table that runs healthily (here: to a clean stop) clears it.
     again = start_sink(settings, "ws_pair", "--idle-timeout", "2")
