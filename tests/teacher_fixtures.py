@@ -6,15 +6,21 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from infra import stack, triton
 from infra.config import Settings
+from infra.process import ServiceRecord, free_port, stop
 from schemas import EnrichedImpression
-from tests.conftest import ROOT, settings_env
+from tests.conftest import ROOT, make_settings, settings_env
 from tests.helpers import impression_fields
 
 QUERIES = [
@@ -145,3 +151,47 @@ def search_traffic(
         )
         for i in range(n)
     ]
+
+
+@dataclass
+class LabelerStack:
+    """A running stack whose Triton serves a teacher."""
+
+    settings: Settings
+    triton: ServiceRecord  # replaced when a test restarts the server
+
+
+@contextmanager
+def labeler_stack(state_dir: Path, repo: Path, **triton_settings: Any) -> Iterator[LabelerStack]:
+    """A stack on free ports with Triton serving `repo`, for the block; afterwards the
+    Triton then running (a test may have replaced the one `up` started) and the stack
+    stop, by PID. Only for fixtures marked `@starts_servers`.
+
+    Args:
+        state_dir: the stack's state folder.
+        repo: the Triton model repository.
+        **triton_settings: more `triton` settings (`repository_poll_s=1`).
+
+    Yields:
+        The settings and the Triton service.
+    """
+    settings = make_settings(
+        state_dir,
+        triton={
+            "repository": repo,
+            "http_port": free_port(),
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
+            "retries": 1,
+            **triton_settings,
+        },
+        labeler={"batch_rows": 200, "retry_initial_s": 0.5, "retry_max_s": 2.0},
+    )
+    # A configured repository makes `up` start Triton too (and wait until it is ready).
+    state = stack.up(settings)
+    running = LabelerStack(settings, next(s for s in state.services if s.name == triton.SERVICE))
+    try:
+        yield running
+    finally:
+        stop(running.triton)
+        stack.down(settings)

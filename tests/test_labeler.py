@@ -16,18 +16,17 @@ import time
 from base64 import b64encode
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from infra import stack, triton
+from infra import triton
 from infra.catalog import open_catalog
 from infra.config import GeneratorSettings, Settings
 from infra.kafka_io import producer, read_all
-from infra.process import ServiceRecord, free_port, port_free, stop
+from infra.process import port_free, stop
 from schemas import EnrichedImpression
 from serving.labeler.cache import ScoreCache, cache_key, input_hash
 from serving.labeler.labeler import Labeler
@@ -40,11 +39,13 @@ from streams.enrich.reference import expected, load_events
 from streams.generator import generate_events
 from streams.iceberg_sink import IcebergSink
 from streams.produce import produce_events
-from tests.conftest import ROOT, freshlabel, make_settings, starts_servers
+from tests.conftest import ROOT, freshlabel, starts_servers
 from tests.teacher_fixtures import (
     QUERIES,
     TITLES,
+    LabelerStack,
     labeler_env,
+    labeler_stack,
     search_traffic,
     start_cli,
     world_sample,
@@ -87,10 +88,9 @@ def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-@dataclass
-class Platform:
-    settings: Settings
-    triton: ServiceRecord  # replaced when a test restarts the server
+Platform = LabelerStack
+# `freshlabel label backfill --teacher-version V` in a subprocess, less V.
+BACKFILL = [sys.executable, "-m", "freshlabel.cli", "label", "backfill", "--teacher-version"]
 
 
 @pytest.fixture(scope="module")
@@ -101,26 +101,8 @@ def platform(
     root = tmp_path_factory.mktemp("labeler")
     repo = root / "repo"
     export_teacher(teachers["labeler-v1"], repo, 1, SERVED)
-    settings = make_settings(
-        root / "state",
-        triton={
-            "repository": repo,
-            "repository_poll_s": 1,
-            "http_port": free_port(),
-            "grpc_port": free_port(),
-            "metrics_port": free_port(),
-            "retries": 1,
-        },
-        labeler={"batch_rows": 200, "retry_initial_s": 0.5, "retry_max_s": 2.0},
-    )
-    # A configured repository makes `up` start Triton too (and wait until it is ready).
-    state = stack.up(settings)
-    running = Platform(settings, next(s for s in state.services if s.name == triton.SERVICE))
-    try:
+    with labeler_stack(root / "state", repo, repository_poll_s=1) as running:
         yield running
-    finally:
-        stop(running.triton)  # a test may have replaced the one `up` started
-        stack.down(settings)
 
 
 def _labels_in_iceberg(settings: Settings) -> Counter[tuple[str, str]]:
@@ -275,15 +257,7 @@ def test_version_roll_then_backfill(platform: Platform, teachers: dict[str, Path
     env = labeler_env(settings)
     for _ in range(2):  # the second run finds nothing left to do
         result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "freshlabel.cli",
-                "label",
-                "backfill",
-                "--teacher-version",
-                "labeler-v2",
-            ],
+            [*BACKFILL, "labeler-v2"],
             env=env,
             cwd=ROOT,
             capture_output=True,
@@ -462,15 +436,7 @@ def test_a_running_backfill_keeps_live_freshness_within_1_5x(
         watch.wait_for("warm", 5)
         version = sorted(watch.versions)[-1]
         bulk = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "freshlabel.cli",
-                "label",
-                "backfill",
-                "--teacher-version",
-                version,
-            ],
+            [*BACKFILL, version],
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,

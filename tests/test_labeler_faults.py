@@ -37,7 +37,7 @@ from infra.broker import broker_healthy, start_broker
 from infra.catalog import open_catalog
 from infra.config import Settings
 from infra.kafka_io import producer, read_all
-from infra.process import ServiceRecord, free_port, stop
+from infra.process import free_port, stop
 from infra.topics import ensure_topics
 from schemas import EnrichedImpression
 from serving.client import TeacherClientError
@@ -49,8 +49,14 @@ from serving.teacher.train import TrainConfig, train_teacher
 from streams.dlq import DeadLetter, Reason
 from streams.iceberg_sink import IcebergSink
 from streams.produce import produce_events
-from tests.conftest import freshlabel, make_settings, starts_servers
-from tests.teacher_fixtures import search_traffic, start_cli, world_sample
+from tests.conftest import freshlabel, starts_servers
+from tests.teacher_fixtures import (
+    LabelerStack,
+    labeler_stack,
+    search_traffic,
+    start_cli,
+    world_sample,
+)
 
 TINY = TrainConfig(epochs=1, max_steps=3, max_length=48, batch_size=16, val_fraction=0.25)
 VERSION = "faults-v1"
@@ -62,10 +68,7 @@ def enriched_rows(n: int, prefix: str) -> list[EnrichedImpression]:
     return search_traffic(n, prefix, request_prefix=f"{prefix}-")
 
 
-class World:
-    def __init__(self, settings: Settings, server: ServiceRecord) -> None:
-        self.settings = settings
-        self.triton = server  # replaced when a test restarts the server
+World = LabelerStack
 
 
 @pytest.fixture(scope="module")
@@ -76,24 +79,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     train_teacher(load_pairs(world_sample(root / "world.parquet"), "world"), teacher, TINY, VERSION)
     repo = root / "repo"
     export_teacher(teacher, repo, 1, ExportOptions())
-    settings = make_settings(
-        root / "state",
-        triton={
-            "repository": repo,
-            "http_port": free_port(),
-            "grpc_port": free_port(),
-            "metrics_port": free_port(),
-            "retries": 1,
-        },
-        labeler={"batch_rows": 200, "retry_initial_s": 0.5, "retry_max_s": 2.0},
-    )
-    state = stack.up(settings)
-    running = World(settings, next(s for s in state.services if s.name == triton.SERVICE))
-    try:
+    with labeler_stack(root / "state", repo) as running:
         yield running
-    finally:
-        stop(running.triton)
-        stack.down(settings)
 
 
 def _wait(what: str, ready: Callable[[], bool], timeout_s: float) -> None:
