@@ -22,6 +22,19 @@ from tests.conftest import ROOT, settings_env
 _PLAIN = {"request_id": "r", "user_id": "u", "query": "q", "pin_id": "p", "position": 1}
 _US = {"country": "US", "locale": "en-US"}
 
+# A valid relevance label as its JSON fields: four grades, the score their expected grade.
+LABEL_JSON: dict[str, Any] = {
+    "impression_id": "i-1",
+    "query": "q",
+    "pin_id": "p",
+    "teacher_version": "teacher-v1",
+    "label_scale": 4,
+    "probs": [0.1, 0.2, 0.3, 0.4],
+    "score": 2.0,
+    "labeled_at": "2026-11-20T23:59:00Z",
+    "input_hash": "h",
+}
+
 
 def impression_fields(impression_id: str, event_time: datetime, **fields: Any) -> dict[str, Any]:
     """The fields of a plain impression (`Impression(**...)`, `EnrichedImpression(**...)`).

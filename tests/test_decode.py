@@ -15,6 +15,7 @@ from infra.config import DecodeSettings
 from schemas import Impression
 from streams.decode import DeadLetterWriter, Decoder
 from streams.dlq import MIN_LETTER_BYTES, DeadLetter, Reason
+from tests.helpers import LABEL_JSON
 
 GOOD = {
     "impression_id": "i-1",
@@ -84,18 +85,6 @@ NOW = datetime(2026, 11, 21, tzinfo=UTC)
 def _with(**fields: Any) -> bytes:
     return json.dumps({**GOOD, **fields}).encode()
 
-
-LABEL = {
-    "impression_id": "i-1",
-    "query": "q",
-    "pin_id": "p",
-    "teacher_version": "teacher-v1",
-    "label_scale": 4,
-    "probs": [0.1, 0.2, 0.3, 0.4],
-    "score": 2.0,
-    "labeled_at": "2026-11-20T23:59:00Z",
-    "input_hash": "h",
-}
 
 # (what, topic, value, reason, the start of the detail)
 POISON: list[tuple[str, str, bytes, Reason, str]] = [
@@ -174,28 +163,28 @@ POISON: list[tuple[str, str, bytes, Reason, str]] = [
     (
         "NaN probability",
         "labels",
-        json.dumps(LABEL).replace("0.1", "NaN").encode(),
+        json.dumps(LABEL_JSON).replace("0.1", "NaN").encode(),
         Reason.INVALID_VALUE,
         "probs.0: Input should be a finite number",
     ),
     (
         "infinite score",
         "labels",
-        json.dumps(LABEL).replace("2.0", "1e999").encode(),
+        json.dumps(LABEL_JSON).replace("2.0", "1e999").encode(),
         Reason.INVALID_VALUE,
         "score: Input should be a finite number",
     ),
     (
         "empty teacher_version",
         "labels",
-        json.dumps({**LABEL, "teacher_version": ""}).encode(),
+        json.dumps({**LABEL_JSON, "teacher_version": ""}).encode(),
         Reason.INVALID_VALUE,
         "teacher_version: empty",
     ),
     (
         "label dated 2099",
         "labels",
-        json.dumps({**LABEL, "labeled_at": "2099-01-01T00:00:00Z"}).encode(),
+        json.dumps({**LABEL_JSON, "labeled_at": "2099-01-01T00:00:00Z"}).encode(),
         Reason.EVENT_TIME_OUT_OF_RANGE,
         "labeled_at: 2099",
     ),

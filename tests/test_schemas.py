@@ -19,6 +19,7 @@ from schemas.registry import REGISTRY_PATH, IcebergType, Registry, model_shapes
 from schemas.topics import MODELS
 from streams.samples import sample_events
 from tests.conftest import freshlabel
+from tests.helpers import LABEL_JSON
 
 
 def test_committed_registry_matches_models() -> None:
@@ -195,13 +196,7 @@ def _samples() -> dict[type[Event], dict[str, Any]]:
         "content_updated_at": "2026-11-19T00:00:00Z",
     }
     by_model[RelevanceLabel] = {
-        "impression_id": "i-1",
-        "query": "q",
-        "pin_id": "p",
-        "teacher_version": "teacher-v1",
-        "label_scale": 4,
-        "probs": [0.1, 0.2, 0.3, 0.4],
-        "score": 2.0,
+        **LABEL_JSON,
         "labeled_at": "2026-11-20T12:00:00Z",
         "input_hash": "abc",
         "impression_time": "2026-11-20T11:00:00Z",
