@@ -54,6 +54,7 @@ QUERIES = [f"query {i}" for i in range(200)]
 
 
 def bench_settings(state_dir: Path, **flink: Any) -> Settings:
+    """Settings of a benchmark stack: free ports, the Flink cluster on, `flink` on top."""
     return Settings(
         state_dir=state_dir,
         broker={"port": free_port()},

@@ -34,31 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kafka import TopicPartition  # noqa: E402
 
+from benchmarks.bench_enrich import bench_settings  # noqa: E402
 from infra import stack  # noqa: E402
 from infra.config import Settings  # noqa: E402
 from infra.flink_cluster import request  # noqa: E402
 from infra.kafka_io import consumer, producer  # noqa: E402
-from infra.process import free_port  # noqa: E402
 from schemas import Event, Impression, PinCaption, PinContent  # noqa: E402
 from streams.enrich import operations  # noqa: E402
 from streams.enrich.clock import advance_event_time  # noqa: E402
 from streams.produce import produce_events  # noqa: E402
 
 KEYS_TARGET = 5_000_000
-
-
-def bench_settings(state_dir: Path, backend: str) -> Settings:
-    return Settings(
-        state_dir=state_dir,
-        broker={"port": free_port()},
-        flink={
-            "enabled": True,
-            "rest_port": free_port(),
-            "jobmanager_rpc_port": free_port(),
-            "state_backend": backend,
-            "source_idle_timeout_s": 2.0,
-        },
-    )
 
 
 def pin_events(first: int, count: int, start: datetime) -> tuple[list[Event], list[Event]]:
@@ -164,7 +150,9 @@ def main() -> int:
     parser.add_argument("--backend", choices=("rocksdb", "hashmap"), default="rocksdb")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-flink-state-"))
-    settings = bench_settings(folder / "state", args.backend)
+    settings = bench_settings(
+        folder / "state", state_backend=args.backend, source_idle_timeout_s=2.0
+    )
     start = (datetime.now(UTC) - timedelta(days=10)).replace(microsecond=0)
     stack.up(settings)
     points = []

@@ -36,6 +36,7 @@ from streams.enrich.reference import LateVersion, expected, late_versions, pit_v
 from streams.enrich.sql import LATE_VERSION_TOPICS, SOURCES, SqlSettingsError, interval, render
 from streams.produce import produce_events
 from tests.conftest import freshlabel, make_settings, settings_env, stack_running, starts_servers
+from tests.helpers import impression_fields
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -58,17 +59,8 @@ FLINK_TEST_SETTINGS: dict[str, Any] = {
 
 
 def _imp(iid: str, pin: str, at: datetime) -> Impression:
-    return Impression(
-        impression_id=iid,
-        request_id=f"req-{iid}",
-        user_id="u-1",
-        query="knit sweater",
-        pin_id=pin,
-        position=1,
-        country="US",
-        locale="en-US",
-        event_time=at,
-    )
+    ids = {"request_id": f"req-{iid}", "user_id": "u-1", "pin_id": pin}
+    return Impression(**impression_fields(iid, at, query="knit sweater", **ids))
 
 
 def _saves(pin: str, title: str, n: int, at: datetime) -> list[Event]:

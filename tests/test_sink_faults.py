@@ -20,7 +20,7 @@ from schemas import Impression
 from streams.iceberg_sink import IcebergSink
 from streams.produce import produce_events
 from tests.conftest import ROOT, settings_env
-from tests.helpers import reap, start_sink
+from tests.helpers import impression_fields, reap, start_sink
 
 # Every test runs sinks against a broker: its own stack or running_stack.
 pytestmark = pytest.mark.stack
@@ -31,15 +31,15 @@ T0 = datetime(2026, 10, 1, tzinfo=UTC)
 def impressions(n: int, prefix: str) -> list[Impression]:
     return [
         Impression(
-            impression_id=f"{prefix}-{i}",
-            request_id=f"r-{i // 10}",
-            user_id=f"u-{i % 97}",
-            query=f"query {i % 50}",
-            pin_id=f"p-{i % 500}",
-            position=i % 10 + 1,
-            country="US",
-            locale="en-US",
-            event_time=T0 + timedelta(seconds=30 * i),
+            **impression_fields(
+                f"{prefix}-{i}",
+                T0 + timedelta(seconds=30 * i),
+                request_id=f"r-{i // 10}",
+                user_id=f"u-{i % 97}",
+                query=f"query {i % 50}",
+                pin_id=f"p-{i % 500}",
+                position=i % 10 + 1,
+            )
         )
         for i in range(n)
     ]
