@@ -814,6 +814,16 @@ def _metric_cells(row: dict[str, Any]) -> list[str]:
 HEADER = "accuracy | QWK | nDCG@10 | AUROC>=2 | AUROC>=3 | AUROC>=4 | QWK vs teacher"
 
 
+def _gap_table(gaps: dict[str, dict[str, Any]]) -> list[str]:
+    """The Markdown table of the students' gaps to the teacher, after a blank line."""
+    return [
+        "",
+        "| gap (query bootstrap, 95% CI) | rows / queries | nDCG@10 | QWK |",
+        "| --- | --- | --- | --- |",
+        *(_gap_line(name, gap) for name, gap in gaps.items()),
+    ]
+
+
 def _gap_line(name: str, gap: dict[str, Any]) -> str:
     nd, qk = gap["ndcg10"], gap["qwk"]
     return (
@@ -837,12 +847,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"| {row['name']} | {_fmt(row['labels'])} | " + " | ".join(_metric_cells(row)) + " |"
         )
-    lines += [
-        "",
-        "| gap (query bootstrap, 95% CI) | rows / queries | nDCG@10 | QWK |",
-        "| --- | --- | --- | --- |",
-    ]
-    lines += [_gap_line(name, gap) for name, gap in s["gaps"].items()]
+    lines += _gap_table(s["gaps"])
     f = report["freshness"]
     lines += [
         "",
@@ -862,12 +867,7 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", f"### {subset}", "", f"| model | {HEADER} |", "| --- |" + " --- |" * 7]
         for name, row in models.items():
             lines.append(f"| {name} | " + " | ".join(_metric_cells(row)) + " |")
-    lines += [
-        "",
-        "| gap (query bootstrap, 95% CI) | rows / queries | nDCG@10 | QWK |",
-        "| --- | --- | --- | --- |",
-    ]
-    lines += [_gap_line(name, gap) for name, gap in f["gaps"].items()]
+    lines += _gap_table(f["gaps"])
     nov = f["novelty"]
     lines += [
         "",

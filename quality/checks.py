@@ -80,6 +80,13 @@ class BatchRun:
         self.ranges = kafka_ranges(rows)
         self.batch_key = table + "|" + ",".join(f"{p}:{first}" for p, first, _ in self.ranges)
         self.offset_ranges = ",".join(f"{p}:{a}-{b}" for p, a, b in self.ranges)
+        # What names the batch in its results and its outcome.
+        self.names = {
+            "table_name": table,
+            "batch_id": batch_id,
+            "batch_key": self.batch_key,
+            "offset_ranges": self.offset_ranges,
+        }
         self.results: list[CheckResult] = []
         # Per row, the checks it failed (critical ones decide the quarantine).
         self.failed_checks: list[list[str]] = [[] for _ in range(rows.num_rows)]
@@ -106,7 +113,7 @@ class BatchRun:
             observed = None
         self.results.append(
             CheckResult(
-                table_name=self.table,
+                **self.names,
                 check=plan.check,
                 column=column,
                 severity=rule.severity,
@@ -118,9 +125,6 @@ class BatchRun:
                 threshold=plan.threshold,
                 rows=rows,
                 failed_rows=failed_rows,
-                batch_id=self.batch_id,
-                batch_key=self.batch_key,
-                offset_ranges=self.offset_ranges,
                 evaluated_at=self.now,
                 message=message,
                 details=json.dumps(details, default=str) if details else None,
@@ -192,10 +196,7 @@ class BatchRun:
         )
         passed = rows if not self.quarantine.any() else rows.filter(pc.invert(mask))
         return GateOutcome(
-            table_name=self.table,
-            batch_id=self.batch_id,
-            batch_key=self.batch_key,
-            offset_ranges=self.offset_ranges,
+            **self.names,
             passed=passed,
             quarantined=quarantined,
             results=self.results,

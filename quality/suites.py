@@ -246,19 +246,20 @@ def _probs_in_range(check: str, rule: CheckRule, fb: FrameBuilder, gx: Any) -> l
     ]  # fmt: skip
 
 
+def _error_at_most(
+    check: str, column: str, error: str, limit: float, threshold: str, gx: Any
+) -> Planned:
+    """The plan of a check on a per-row error (derived column `error`): at most `limit`,
+    reported for `column`."""
+    expectation = gx.ExpectColumnValuesToBeBetween(column=error, max_value=limit)
+    return Planned(check, column, expectation, threshold, threshold_max=limit)
+
+
 def _probs_sum(check: str, rule: CheckRule, fb: FrameBuilder, gx: Any) -> list[Planned]:
     tolerance = 1e-3 if rule.max is None else rule.max
     probs = fb.probabilities()
     error = fb.derived("_prob_sum_error", lambda: nan_to_inf(probs.total() - 1.0))
-    return [
-        Planned(
-            check,
-            "probs",
-            gx.ExpectColumnValuesToBeBetween(column=error, max_value=tolerance),
-            f"|sum - 1| <= {tolerance:g}",
-            threshold_max=tolerance,
-        )
-    ]
+    return [_error_at_most(check, "probs", error, tolerance, f"|sum - 1| <= {tolerance:g}", gx)]
 
 
 def _label_scale(check: str, rule: CheckRule, fb: FrameBuilder, gx: Any) -> list[Planned]:
@@ -269,15 +270,8 @@ def _label_scale(check: str, rule: CheckRule, fb: FrameBuilder, gx: Any) -> list
         scale = np.asarray(fb.rows.column("label_scale").to_numpy(), dtype="float64")
         return np.abs(scale - probs.lengths)
 
-    plans = [
-        Planned(
-            check,
-            "label_scale",
-            gx.ExpectColumnValuesToBeBetween(column=fb.derived("_scale_error", error), max_value=0),
-            "== len(probs)",
-            threshold_max=0,
-        )
-    ]
+    error_column = fb.derived("_scale_error", error)
+    plans = [_error_at_most(check, "label_scale", error_column, 0, "== len(probs)", gx)]
     if rule.values:
         allowed = [int(v) for v in rule.values]
         plans.append(
@@ -298,15 +292,8 @@ def _score(check: str, rule: CheckRule, fb: FrameBuilder, gx: Any) -> list[Plann
     formulas = rule.values or ["expected_grade", "normalized_expected_grade"]
     fb.require(check, "score")
     error = fb.derived("_score_error", lambda: _score_error(fb.rows, formulas))
-    return [
-        Planned(
-            check,
-            "score",
-            gx.ExpectColumnValuesToBeBetween(column=error, max_value=tolerance),
-            f"|score - {' or '.join(formulas)}(probs)| <= {tolerance:g}",
-            threshold_max=tolerance,
-        )
-    ]
+    text = f"|score - {' or '.join(formulas)}(probs)| <= {tolerance:g}"
+    return [_error_at_most(check, "score", error, tolerance, text, gx)]
 
 
 ROW_CHECKS: dict[str, RowBuilder] = {
