@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -43,11 +45,18 @@ def consumer(
     )
 
 
-def read_all(settings: Settings, topic: str, idle_timeout_s: float = 3.0) -> list[Any]:
-    """Every record now in `topic`, read without a group (never via ListOffsets 'latest',
-    which Tansu answers wrongly): stops after `idle_timeout_s` without new records."""
-    import time
+@contextmanager
+def reader_from_start(settings: Settings, topic: str) -> Iterator[KafkaConsumer]:
+    """A consumer without a group, assigned every partition of `topic` at its first
+    offset (never via ListOffsets 'latest', which Tansu answers wrongly); closed after.
 
+    Args:
+        settings: Where the broker is.
+        topic: The topic to read.
+
+    Yields:
+        The consumer, ready to poll.
+    """
     from kafka import TopicPartition
 
     reader = consumer(settings, None, enable_auto_commit=False)
@@ -56,6 +65,17 @@ def read_all(settings: Settings, topic: str, idle_timeout_s: float = 3.0) -> lis
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         reader.assign(tps)
         reader.seek_to_beginning(*tps)
+        yield reader
+    finally:
+        reader.close()
+
+
+def read_all(settings: Settings, topic: str, idle_timeout_s: float = 3.0) -> list[Any]:
+    """Every record now in `topic`, read without a group (`reader_from_start`): stops after
+    `idle_timeout_s` without new records."""
+    import time
+
+    with reader_from_start(settings, topic) as reader:
         records: list[Any] = []
         last = time.monotonic()
         while time.monotonic() - last < idle_timeout_s:
@@ -65,8 +85,6 @@ def read_all(settings: Settings, topic: str, idle_timeout_s: float = 3.0) -> lis
             if polled:
                 last = time.monotonic()
         return records
-    finally:
-        reader.close()
 
 
 def group_offsets(settings: Settings, group_id: str, topic: str) -> dict[int, int]:

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import TopicPartition
 from pydantic import ValidationError
 
 from infra import stack
 from infra.config import Settings
-from infra.kafka_io import consumer, producer
+from infra.kafka_io import producer, reader_from_start
 from infra.process import free_port, is_running
 from schemas import BoardSave, Engagement, Event, Impression, PinCaption, PinContent
 from schemas.topics import model_for_topic
@@ -328,12 +327,7 @@ def _flink_settings(state_dir: Path) -> Settings:
 def read_records(settings: Settings, topic: str, at_least: int, timeout_s: float) -> list[Any]:
     """Every record of `topic`, once at least `at_least` arrived (or the time is up), plus
     whatever else arrives in the 2 s after: enough to see duplicates."""
-    reader = consumer(settings, None)
-    try:
-        partitions = reader.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        reader.assign(tps)
-        reader.seek_to_beginning(*tps)
+    with reader_from_start(settings, topic) as reader:
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
         settle_until: float | None = None
@@ -343,8 +337,6 @@ def read_records(settings: Settings, topic: str, at_least: int, timeout_s: float
             if settle_until is None and len(records) >= at_least:
                 settle_until = time.monotonic() + 2.0
         return records
-    finally:
-        reader.close()
 
 
 @pytest.fixture(scope="module")
