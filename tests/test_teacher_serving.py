@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,6 +92,22 @@ def pairs_of(world: Path, n: int) -> tuple[list[str], list[str]]:
     return pairs.queries[:n], pairs.pin_texts[:n]
 
 
+def check_and_score(
+    served: Settings, queries: list[str], pin_texts: list[str], batch_size: int, in_flight: int
+) -> tuple[dict[str, str], list[Any]]:
+    """The served model's parameters (`TeacherClient.check`), then the pairs' labels from a
+    client sending `batch_size` pairs a request, at most `in_flight` requests at once."""
+
+    async def main() -> tuple[dict[str, str], list[Any]]:
+        async with TeacherClient.from_settings(
+            served, batch_size=batch_size, max_in_flight=in_flight
+        ) as client:
+            params = await client.check()
+            return params, await client.score(queries, pin_texts)
+
+    return asyncio.run(main())
+
+
 def test_export_writes_cpu_and_gpu_configs_with_teacher_metadata(
     tiny_teacher: Path, tmp_path: Path
 ) -> None:
@@ -153,13 +170,7 @@ def test_served_probabilities_match_in_process_inference(
     served: Settings, tiny_teacher: Path, world: Path
 ) -> None:
     queries, pin_texts = pairs_of(world, 40)
-
-    async def main():
-        async with TeacherClient.from_settings(served, batch_size=4, max_in_flight=8) as client:
-            params = await client.check()
-            return params, await client.score(queries, pin_texts)
-
-    params, served_labels = asyncio.run(main())
+    params, served_labels = check_and_score(served, queries, pin_texts, 4, 8)
     expected = served_teacher(tiny_teacher).predict(queries, pin_texts)
     assert len(served_labels) == 40
     probs = np.asarray([r.probs for r in served_labels])
@@ -237,12 +248,7 @@ def test_many_in_flight_requests_come_back_in_order(
     served: Settings, tiny_teacher: Path, world: Path
 ) -> None:
     queries, pin_texts = pairs_of(world, 96)
-
-    async def main():
-        async with TeacherClient.from_settings(served, batch_size=1, max_in_flight=32) as client:
-            return await client.score(queries, pin_texts)
-
-    one_by_one = asyncio.run(main())
+    _, one_by_one = check_and_score(served, queries, pin_texts, 1, 32)
     expected = served_teacher(tiny_teacher).predict(queries, pin_texts)
     np.testing.assert_allclose([r.score for r in one_by_one], expected.score, atol=1e-5)
 
