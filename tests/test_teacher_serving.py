@@ -92,11 +92,14 @@ def pairs_of(world: Path, n: int) -> tuple[list[str], list[str]]:
     return pairs.queries[:n], pairs.pin_texts[:n]
 
 
-def check_and_score(
-    served: Settings, queries: list[str], pin_texts: list[str], batch_size: int, in_flight: int
-) -> tuple[dict[str, str], list[Any]]:
-    """The served model's parameters (`TeacherClient.check`), then the pairs' labels from a
-    client sending `batch_size` pairs a request, at most `in_flight` requests at once."""
+def served_and_expected(
+    served: Settings, teacher: Path, world: Path, n: int, batch_size: int, in_flight: int
+) -> tuple[dict[str, str], list[Any], Any]:
+    """For the first `n` pairs of `world`: the served model's parameters
+    (`TeacherClient.check`), the labels Triton serves to a client sending `batch_size`
+    pairs a request and at most `in_flight` requests at once, and the in-process
+    prediction of the same teacher to compare them with."""
+    queries, pin_texts = pairs_of(world, n)
 
     async def main() -> tuple[dict[str, str], list[Any]]:
         async with TeacherClient.from_settings(
@@ -105,7 +108,8 @@ def check_and_score(
             params = await client.check()
             return params, await client.score(queries, pin_texts)
 
-    return asyncio.run(main())
+    params, labels = asyncio.run(main())
+    return params, labels, served_teacher(teacher).predict(queries, pin_texts)
 
 
 def test_export_writes_cpu_and_gpu_configs_with_teacher_metadata(
@@ -169,9 +173,7 @@ def test_export_options_follow_the_settings_and_overrides() -> None:
 def test_served_probabilities_match_in_process_inference(
     served: Settings, tiny_teacher: Path, world: Path
 ) -> None:
-    queries, pin_texts = pairs_of(world, 40)
-    params, served_labels = check_and_score(served, queries, pin_texts, 4, 8)
-    expected = served_teacher(tiny_teacher).predict(queries, pin_texts)
+    params, served_labels, expected = served_and_expected(served, tiny_teacher, world, 40, 4, 8)
     assert len(served_labels) == 40
     probs = np.asarray([r.probs for r in served_labels])
     np.testing.assert_allclose(probs, expected.probs, atol=1e-5)
@@ -247,9 +249,7 @@ def test_predict_with_embeddings_is_predict_and_the_cosines_vectors(
 def test_many_in_flight_requests_come_back_in_order(
     served: Settings, tiny_teacher: Path, world: Path
 ) -> None:
-    queries, pin_texts = pairs_of(world, 96)
-    _, one_by_one = check_and_score(served, queries, pin_texts, 1, 32)
-    expected = served_teacher(tiny_teacher).predict(queries, pin_texts)
+    _, one_by_one, expected = served_and_expected(served, tiny_teacher, world, 96, 1, 32)
     np.testing.assert_allclose([r.score for r in one_by_one], expected.score, atol=1e-5)
 
 
