@@ -81,7 +81,7 @@ class BatchRun:
         self.batch_key = table + "|" + ",".join(f"{p}:{first}" for p, first, _ in self.ranges)
         self.offset_ranges = ",".join(f"{p}:{a}-{b}" for p, a, b in self.ranges)
         # What names the batch in its results and its outcome.
-        self.names = {
+        self.names: dict[str, Any] = {
             "table_name": table,
             "batch_id": batch_id,
             "batch_key": self.batch_key,
