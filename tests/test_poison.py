@@ -44,32 +44,21 @@ def _impression(impression_id: str, at: datetime, **fields: Any) -> bytes:
 
 def _poison(tag: str, at: datetime) -> list[tuple[str, bytes, Reason]]:
     """Each kind of poison record (named, for messages) with the reason it must get."""
+
+    def bad(suffix: str, **fields: Any) -> bytes:
+        return _impression(f"{tag}-{suffix}" if suffix else "", at, **fields)
+
+    invalid, out_of_range = Reason.INVALID_VALUE, Reason.EVENT_TIME_OUT_OF_RANGE
     return [
         # 750 KB: under decode.max_record_bytes, but 1 MB once base64-encoded in a letter.
-        ("750 KB", _impression(f"{tag}-big", at, query="x" * 750_000), Reason.OVERSIZED_TEXT),
-        ("2^63", _impression(f"{tag}-pos", at, position=2**63), Reason.INVALID_VALUE),
-        (
-            "year 0001",
-            _impression(f"{tag}-y1", at, event_time="0001-01-01T00:00:00+01:00"),
-            Reason.INVALID_VALUE,
-        ),
-        (
-            "year 9999",
-            _impression(f"{tag}-y9999", at, event_time="9999-12-31T23:30:00-01:00"),
-            Reason.INVALID_VALUE,
-        ),
-        (
-            "2099",
-            _impression(f"{tag}-2099", at, event_time="2099-06-01T00:00:00Z"),
-            Reason.EVENT_TIME_OUT_OF_RANGE,
-        ),
-        (
-            "1970",
-            _impression(f"{tag}-1970", at, event_time="1970-01-01T00:00:00Z"),
-            Reason.EVENT_TIME_OUT_OF_RANGE,
-        ),
-        ("NUL", _impression(f"{tag}-nul", at, query="sweater\x00"), Reason.INVALID_VALUE),
-        ("empty id", _impression("", at), Reason.INVALID_VALUE),
+        ("750 KB", bad("big", query="x" * 750_000), Reason.OVERSIZED_TEXT),
+        ("2^63", bad("pos", position=2**63), invalid),
+        ("year 0001", bad("y1", event_time="0001-01-01T00:00:00+01:00"), invalid),
+        ("year 9999", bad("y9999", event_time="9999-12-31T23:30:00-01:00"), invalid),
+        ("2099", bad("2099", event_time="2099-06-01T00:00:00Z"), out_of_range),
+        ("1970", bad("1970", event_time="1970-01-01T00:00:00Z"), out_of_range),
+        ("NUL", bad("nul", query="sweater\x00"), invalid),
+        ("empty id", bad(""), invalid),
     ]
 
 
