@@ -117,15 +117,15 @@ def check(registry: Registry, models: Iterable[type[Event]]) -> list[str]:
                 for p in evolution_problems(table, older.fields, newer.fields)
             ]
     for model in models:
-        entry = registry.tables.get(model.table)
-        if entry is None:
+        registered = registry.tables.get(model.table)
+        if registered is None:
             problems.append(
                 f"{model.table}: model {model.__name__} has no registry entry; "
                 "run `freshlabel schemas register`"
             )
             continue
         shapes = model_shapes(model)
-        current = entry.current.fields
+        current = registered.current.fields
         not_additive = evolution_problems(model.table, current, shapes)
         if not_additive:
             problems += [f"model {model.__name__}: {p}" for p in not_additive]

@@ -120,6 +120,14 @@ def unique_pairs(
     return [q for q, _ in index], [p for _, p in index], inverse
 
 
+def head_size(model: BertForSequenceClassification) -> int:
+    """The classification head's width: the label scale (the config's `id2label`)."""
+    labels = model.config.num_labels
+    if labels is None:
+        raise ValueError("the cross-encoder's config has no id2label: no label scale")
+    return labels
+
+
 class CrossEncoder:
     """BERT with a classification head over the label scale; (query, pin_text) -> logits."""
 
@@ -196,7 +204,7 @@ class CrossEncoder:
 
     @property
     def num_labels(self) -> int:
-        return int(self.model.config.num_labels)
+        return head_size(self.model)
 
     @torch.inference_mode()
     def _forward_logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -288,21 +296,29 @@ class BiEncoder:
             pin_view,
         )
 
+    @property
+    def torch_model(self) -> BertModel:
+        """The torch weights; a bi-encoder that runs on onnx (`OnnxBiEncoder`) has none."""
+        if self.model is None:
+            raise ValueError("this bi-encoder runs on onnx: it has no torch weights")
+        return self.model
+
     def save(self, path: Path) -> None:
-        self.model.save_pretrained(str(path))
+        self.torch_model.save_pretrained(str(path))
         self.tokenizer.save_pretrained(str(path))
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
+        return int(self.torch_model.config.hidden_size)
 
     @torch.inference_mode()
     def _forward_embed(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Unit-length mean-pooled embeddings of one padded batch -> (rows, hidden) float32."""
-        device = self.model.device
+        model = self.torch_model
+        device = model.device
         input_ids = torch.from_numpy(inputs["input_ids"]).to(device)
         mask = torch.from_numpy(inputs["attention_mask"]).to(device)
-        hidden = self.model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+        hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
         summed = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
         return torch.nn.functional.normalize(summed, dim=-1).float().cpu().numpy()
 
@@ -407,6 +423,8 @@ def top_logits(
 ) -> torch.Tensor:
     """Finish the forward pass from layer `start_layer`: upper layers, pooler, head."""
     bert = model.bert
+    if bert.pooler is None:  # BertForSequenceClassification always builds one
+        raise ValueError("the cross-encoder has no pooler")
     attn = _mask(bert, hidden, mask)
     for layer in bert.encoder.layer[start_layer:]:
         hidden = layer(hidden, attn)
@@ -421,7 +439,7 @@ def cached_logits(
     batch_size: int = 64,
 ) -> np.ndarray:
     model.eval()
-    out = np.zeros((len(states), model.config.num_labels), dtype=np.float32)
+    out = np.zeros((len(states), head_size(model)), dtype=np.float32)
     batches = length_batches([s.shape[0] for s in states], batch_size)
     for batch in counted(batches, "cross-encoder", "pair"):
         hidden, mask = collate_states([states[i] for i in batch])

@@ -110,7 +110,9 @@ def evaluate(
         bi_cosine = bi.cosine(pairs.queries, pairs.pin_texts)
     x = teacher.features(pairs.queries, pairs.pin_texts, logits=logits, bi_cosine=bi_cosine)
     pred = teacher.predict_features(x)
-    counts = teacher.manifest.data.get("label_counts") or {}
+    counts = teacher.manifest.data.get("label_counts")
+    if not isinstance(counts, dict):
+        counts = {}
     reference = [int(counts.get(str(k), 0)) for k in range(1, teacher.scale + 1)]
     if sum(reference) == 0:
         reference = _label_counts(pairs.labels, teacher.scale)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -90,14 +91,19 @@ class TeacherManifest(BaseModel):
         }
 
 
-def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+def quantize_int8(model: ModuleT) -> ModuleT:
+    """A copy of `model` (same class) whose Linear layers run dynamic int8."""
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notice; still supported
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        # A deep copy with its Linear layers swapped: the class stays.
+        return cast(ModuleT, quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8))
 
 
 def feature_names(scale: int, uses_bi_encoder: bool) -> list[str]:
@@ -218,7 +224,9 @@ class Teacher:
                 )
         else:
             cross_encoder = CrossEncoder.load(path / "cross_encoder", manifest.cross_encoder_view())
-            cross_encoder.model.to(device)
+            # PreTrainedModel.to is wrapped by functools.wraps(torch.nn.Module.to), whose
+            # typeshed type (_Wrapped) does not bind self: mypy reads `device` as the model.
+            cross_encoder.model.to(device)  # type: ignore[arg-type]
             if manifest.uses_bi_encoder:
                 bi = BiEncoder.load(
                     path / "bi_encoder",
@@ -226,15 +234,15 @@ class Teacher:
                     embed_cache_items,
                     manifest.bi_encoder_view(),
                 )
-                bi.model.to(device)
+                bi.torch_model.to(device)  # type: ignore[arg-type]
             if precision == "fp16":
                 cross_encoder.model.half()
                 if bi is not None:
-                    bi.model.half()
+                    bi.torch_model.half()
             if quantize == "int8":
                 cross_encoder.model = quantize_int8(cross_encoder.model)
                 if bi is not None:
-                    bi.model = quantize_int8(bi.model)
+                    bi.model = quantize_int8(bi.torch_model)
         return cls(
             manifest,
             cross_encoder,

@@ -34,6 +34,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -112,6 +113,7 @@ def _build(part: str, source: Path, target: Path) -> None:
 
     from serving.teacher.onnx_graph import bert_graph
 
+    head: Literal["cross", "bi"]
     if part == "cross_encoder":
         model = BertForSequenceClassification.from_pretrained(str(source)).eval()
         bert, head = model.bert, "cross"
@@ -249,7 +251,8 @@ class OnnxCrossEncoder(CrossEncoder):
         row_by_row: bool = False,
         pin_view: PinView | None = None,
     ):
-        super().__init__(None, tokenizer, pin_view)
+        # No torch weights: every method that reads `model` is overridden here.
+        super().__init__(None, tokenizer, pin_view)  # type: ignore[arg-type]
         self.session = onnx_session
         self._num_labels = num_labels
         self.row_by_row = row_by_row

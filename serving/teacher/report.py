@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -110,10 +111,13 @@ def write_report(result: EvalResult, out: Path) -> Path:
             f"| {key} | {_fmt(summary[key])} | {_fmt(summary['bm25_' + key])} | "
             f"{_fmt(summary['biencoder_' + key])} |"
         )
-    for t, value in summary["auroc"].items():  # type: ignore[union-attr]
+    # summary() keeps each auroc_by_threshold dict (threshold -> AUROC) as it came.
+    teacher_auroc, bm25_auroc, bi_auroc = (
+        cast(dict[str, float], summary[key]) for key in ("auroc", "bm25_auroc", "biencoder_auroc")
+    )
+    for t, value in teacher_auroc.items():
         rows.append(
-            f"| AUROC label {t} | {_fmt(value)} | {_fmt(summary['bm25_auroc'][t])} | "  # type: ignore[index]
-            f"{_fmt(summary['biencoder_auroc'][t])} |"  # type: ignore[index]
+            f"| AUROC label {t} | {_fmt(value)} | {_fmt(bm25_auroc[t])} | {_fmt(bi_auroc[t])} |"
         )
     fold_rows = []
     if result.folds:
