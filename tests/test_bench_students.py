@@ -46,7 +46,7 @@ def test_qwk_from_confusion_matches_sklearn() -> None:
     np.add.at(confusion, (truth - 1, predicted - 1), 1)
     assert qwk_from_confusion(confusion) == pytest.approx(qwk(truth, predicted, 4), abs=1e-12)
     stacked = qwk_from_confusion(np.stack([confusion, confusion.T]))
-    assert stacked.shape == (2,)
+    assert isinstance(stacked, np.ndarray) and stacked.shape == (2,)
     assert stacked[1] == pytest.approx(qwk(predicted, truth, 4), abs=1e-12)
 
 
@@ -128,7 +128,7 @@ def test_world_rows_have_point_in_time_text_grades_and_metadata() -> None:
     # An independent replay of the same world: the pin's content and caption events.
     timeline = Timeline(settings.generator)
     world = timeline.world
-    history: dict[str, list[tuple[datetime, str, str]]] = {}
+    history: dict[str, list[tuple[datetime, str, str | None]]] = {}
     impressions = []
     for event in timeline.events():
         if isinstance(event, PinContent):
@@ -143,7 +143,7 @@ def test_world_rows_have_point_in_time_text_grades_and_metadata() -> None:
 
     later_caption = 0
     for row, impression in zip(frame.itertuples(), impressions, strict=True):
-        latest: dict[str, str] = {}
+        latest: dict[str, str | None] = {}
         for when, field, value in history[row.pin_id]:
             if when <= impression.event_time:
                 latest[field] = value

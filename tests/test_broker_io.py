@@ -80,7 +80,7 @@ def test_bad_input_lands_in_dlq_with_reason(
         meta = prod.send(topic, key=b"bad", value=value).get(timeout=30)
         # one valid record too, to show it is not held back by the bad one
         prod.send(topic, key=b"ok", value=json.dumps(GOOD).encode()).get(timeout=30)
-    decoder = Decoder(topic, settings.decode, "dlq-test")
+    decoder: Decoder[Impression] = Decoder(topic, settings.decode, "dlq-test")
     writer = DeadLetterWriter(producer(settings))
     records = read_all(settings, topic, 2.0)
     target = next(r for r in records if (r.partition, r.offset) == (meta.partition, meta.offset))

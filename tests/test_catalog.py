@@ -7,6 +7,7 @@ import multiprocessing
 from typing import Any, ClassVar
 
 import pytest
+from pyiceberg.types import ListType
 
 from infra.catalog import FieldIdMismatchError, ensure_namespace, ensure_table, open_catalog
 from infra.config import Settings
@@ -51,6 +52,7 @@ def test_additive_evolution_is_applied_with_stable_ids(settings: Settings) -> No
     assert table.schema().find_field("calibrated_score").field_id == current["calibrated_score"].id
     reasons = table.schema().find_field("reasons")
     assert reasons.field_id == current["reasons"].id
+    assert isinstance(reasons.field_type, ListType)
     assert reasons.field_type.element_id == current["reasons"].element_id
     # and an untouched registry still matches the evolved table's old fields
     assert table.schema().find_field("score").field_id == current["score"].id
@@ -68,9 +70,9 @@ def test_a_new_table_gets_the_ids_of_one_that_lived_through_the_change(
     ids = {f.name: f.field_id for f in fresh.schema().fields}
     current = registry.tables["labels"].current
     assert ids == {f.name: f.id for f in current.fields}
-    assert fresh.schema().find_field("reasons").field_type.element_id == (
-        current.by_name()["reasons"].element_id
-    )
+    reasons = fresh.schema().find_field("reasons").field_type
+    assert isinstance(reasons, ListType)
+    assert reasons.element_id == current.by_name()["reasons"].element_id
 
 
 def test_non_additive_change_is_refused(settings: Settings) -> None:

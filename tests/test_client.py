@@ -101,8 +101,10 @@ def test_embeddings_are_requested_only_when_asked_and_served() -> None:
             "pin_embedding",
         ]
         # Each pair carries its own rows (the second request holds pairs 4 and 5).
-        assert rich[5].query_embedding.tolist() == [3.0, 4.0, 5.0]
-        assert rich[5].pin_embedding.tolist() == [-3.0, -4.0, -5.0]
+        q, p = rich[5].query_embedding, rich[5].pin_embedding
+        assert q is not None and p is not None
+        assert q.tolist() == [3.0, 4.0, 5.0]
+        assert p.tolist() == [-3.0, -4.0, -5.0]
         assert rich[5].probs == plain[5].probs
         # A teacher exported before the embeddings were served does not declare them:
         # asking for them would be refused, so the pairs come without.
@@ -115,6 +117,7 @@ def test_embeddings_are_requested_only_when_asked_and_served() -> None:
         # The labeler's scorer hands them on with each scored pair.
         scorer = TritonScorer(_client(FakeTriton(embeddings=True)))
         (pair,) = await scorer.score(["q"], ["title: t"], embeddings=True)
+        assert pair.query_embedding is not None
         assert pair.query_embedding.tolist() == [0.0, 1.0, 2.0] and pair.label_scale == 2
 
     asyncio.run(main())

@@ -117,6 +117,8 @@ def test_freshness_from_event_time_and_enriched_at(settings: Settings) -> None:
     live = freshness(catalog, "freshlabel")
     replay = freshness(catalog, "freshlabel", start="enriched_at")
     assert live.labels == replay.labels == 10
+    assert live.lag_p50_s is not None and live.lag_p95_s is not None
+    assert replay.lag_p50_s is not None
     assert 30 <= live.lag_p50_s < 120 and live.lag_p95_s >= live.lag_p50_s
     assert 10 <= replay.lag_p50_s < live.lag_p50_s
 
@@ -132,4 +134,5 @@ def test_labels_carrying_their_impression_time_need_no_enriched_row(settings: Se
     catalog = open_catalog(settings)
     fresh = freshness(catalog, "freshlabel")
     # No enriched table row exists for it: the lag comes from the label alone.
-    assert fresh.labels == 1 and 400 <= fresh.lag_p50_s < 500
+    assert fresh.labels == 1 and fresh.lag_p50_s is not None
+    assert 400 <= fresh.lag_p50_s < 500

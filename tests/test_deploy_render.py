@@ -274,7 +274,7 @@ def test_triton_scaler_query_parses_and_names_tritons_metrics() -> None:
 
     files = render(load_profile(PRODUCTION))
     (trigger,) = _by_kind(files, "ScaledObject")["freshlabel-triton"]["spec"]["triggers"]
-    names: set[str] = set()
+    names: set[str | None] = set()  # a selector by labels only has no name
 
     def visit(node: Any) -> None:
         if isinstance(node, promql_parser.VectorSelector):

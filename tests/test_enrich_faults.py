@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ class Run:
         self.settings = settings
         self.events: list[Event] = []
 
-    def produce(self, events: list[Event]) -> None:
+    def produce(self, events: Sequence[Event]) -> None:
         with producer(self.settings) as prod:
             produce_events(prod, events)
         self.events += events
@@ -132,8 +132,11 @@ def test_far_future_and_past_times_are_refused_and_nothing_turns_late(run: Run) 
     with producer(run.settings) as prod:
         produce_events(prod, [future, past])
     letters = run.letters("impressions", at_least=2, timeout_s=60)
+    assert all(letter.value is not None for letter in letters), letters
     refused = {
-        Impression.model_validate_json(letter.value).impression_id: letter for letter in letters
+        Impression.model_validate_json(letter.value).impression_id: letter
+        for letter in letters
+        if letter.value is not None
     }
     assert set(refused) == {"i-2099", "i-1970"}
     assert {letter.reason.value for letter in refused.values()} == {"event_time_out_of_range"}
@@ -251,7 +254,7 @@ def test_fresh_deploy_applies_versions_older_than_retention_and_max_age(run: Run
     _records_of(run.settings, lately, timeout_s=120)
     new = [_imp("i-p-r100-new", "p-r100", now + M), _imp("i-p-rmax-new", "p-rmax", now + M)]
     with producer(run.settings) as prod:
-        produce_events(prod, behind + new)
+        produce_events(prod, [*behind, *new])
     advance_event_time(run.settings, now + M)
 
     mine = lately | {e.impression_id for e in new}
@@ -273,12 +276,16 @@ def test_fresh_deploy_applies_versions_older_than_retention_and_max_age(run: Run
         for letter in run.letters(topic)
         if letter.value is not None and json.loads(letter.value)["pin_id"] in ("p-r100", "p-rmax")
     ]
-    late = {(letter.source_topic, json.loads(letter.value)["pin_id"]) for letter in letters}
+    late = {
+        (letter.source_topic, json.loads(letter.value)["pin_id"])
+        for letter in letters
+        if letter.value is not None  # all of them, as selected above
+    }
     assert {("pin_content", "p-rmax"), ("pin_captions", "p-rmax")} <= late, letters
     assert all(letter.reason.value == "late_event" for letter in letters), letters
     assert all("kept as a late version" in letter.detail for letter in letters), letters
     versions = late_versions(letters)
-    assert pit_violations(records, survivors + new, run.settings.flink, late=versions) == []
+    assert pit_violations(records, [*survivors, *new], run.settings.flink, late=versions) == []
 
 
 def _records_of(settings: Settings, keys: set[str], timeout_s: float) -> list[Any]:

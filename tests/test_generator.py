@@ -22,9 +22,10 @@ from infra.kafka_io import consumer
 from infra.process import free_port
 from schemas import Engagement, Event, Impression, PinCaption, PinContent
 from schemas.topics import model_for_topic
-from streams.generator import generate_events, load_truth, run
+from streams.generator import generate_events, run
 from streams.generator.query_log import QueryLogError, read_query_log
 from streams.generator.timeline import Timeline
+from streams.generator.truth import load_truth
 from streams.generator.writer import ProduceError
 from tests.conftest import ROOT, freshlabel, shared_data
 

@@ -128,7 +128,9 @@ def test_no_version_or_digest_differs_from_the_pins(image: str) -> None:
 def _python_version() -> str:
     """The one minor version pyproject allows (requires-python = ">=3.11,<3.12")."""
     text = (PROJECT_ROOT / "pyproject.toml").read_text()
-    low, high = re.search(r'requires-python = ">=(\d+\.\d+),<(\d+\.\d+)"', text).groups()
+    pins = re.search(r'requires-python = ">=(\d+\.\d+),<(\d+\.\d+)"', text)
+    assert pins, "pyproject.toml has no requires-python range"
+    low, high = pins.groups()
     assert int(high.split(".")[1]) == int(low.split(".")[1]) + 1, "pyproject allows >1 minor"
     return low
 

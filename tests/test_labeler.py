@@ -237,6 +237,7 @@ def test_version_roll_then_backfill(platform: Platform, teachers: dict[str, Path
         produce_events(prod, rows[:120])
     label_until_idle(settings)
     # Roll: export version 2 into the served repository; Triton polls and swaps it in.
+    assert settings.triton.repository is not None
     export_teacher(teachers["labeler-v2"], settings.triton.repository, 2, SERVED)
     deadline = time.monotonic() + 120
     while triton.served_versions(settings) != ["2"] and time.monotonic() < deadline:

@@ -30,7 +30,8 @@ from streams.decode import FAST_MIN_RECORDS, Decoder
 from streams.dlq import DeadLetter, Reason
 from streams.fast_decode import FastDecoder, Unsupported, model_fields, re2_pattern
 from streams.generator.run import generate_events
-from tests.test_decode import BAD_INPUTS, GOOD, LABEL, NOW, POISON
+from tests.helpers import LABEL_JSON as LABEL
+from tests.test_decode import BAD_INPUTS, GOOD, NOW, POISON
 
 TOPICS = ("impressions", "impressions.enriched", "labels", "engagements", "pin_content")
 
@@ -200,7 +201,7 @@ ENGAGEMENT = {
 def test_every_bad_input_of_the_decode_and_poison_tests_gets_the_same_letter() -> None:
     good = _with(GOOD)
     values = [v for v, _ in BAD_INPUTS]
-    limits = {"max_text_bytes": 256, "max_record_bytes": 4096}
+    limits: dict[str, Any] = {"max_text_bytes": 256, "max_record_bytes": 4096}
     _, letters = both_paths("impressions", _padded(values, good), **limits)
     assert [reason for _, reason, *_ in letters] == [r for _, r in BAD_INPUTS]
     for topic in ("impressions", "labels"):
@@ -381,7 +382,7 @@ def test_reasons_cover_every_kind_of_refusal_of_the_decode_step() -> None:
     """The comparisons above include every reason the shared decode step gives (late
     events are Flink's, scoring failures the labeler's)."""
     cases = [v for v, _ in BAD_INPUTS] + [v for _, v in EDGES]
-    limits = {"max_text_bytes": 256, "max_record_bytes": 4096}
+    limits: dict[str, Any] = {"max_text_bytes": 256, "max_record_bytes": 4096}
     _, letters = both_paths("impressions", _padded(cases, _with(GOOD)), **limits)
     seen = {reason for _, reason, *_ in letters}
     assert seen == set(Reason) - {Reason.LATE_EVENT, Reason.SCORING_FAILED}

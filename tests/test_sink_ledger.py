@@ -189,7 +189,9 @@ def test_ledger_ignores_snapshots_off_the_main_ancestry(settings: Settings) -> N
         tx.append(empty, snapshot_properties=offsets_property("impressions", {0: 999}))
     table = table.refresh()
     assert committed_offsets(table, "impressions") == {0: 999}
-    parent = table.current_snapshot().parent_snapshot_id  # type: ignore[union-attr]
+    snapshot = table.current_snapshot()
+    assert snapshot is not None and snapshot.parent_snapshot_id is not None
+    parent = snapshot.parent_snapshot_id
     table.manage_snapshots().rollback_to_snapshot(parent).commit()
     assert committed_offsets(table.refresh(), "impressions") == {0: 10}
 

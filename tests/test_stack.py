@@ -11,14 +11,18 @@ import pytest
 
 from infra import stack
 from infra.config import Settings
-from infra.process import is_running
+from infra.process import ServiceRecord, is_running
 from tests.conftest import freshlabel
 
 
-def _pids(settings: Settings) -> list[int]:
+def _services(settings: Settings) -> list[ServiceRecord]:
     state = stack.read_state(settings)
     assert state is not None
-    return [s.pid for s in state.services]
+    return state.services
+
+
+def _pids(settings: Settings) -> list[int]:
+    return [s.pid for s in _services(settings)]
 
 
 @pytest.mark.stack
@@ -82,8 +86,8 @@ def test_durable_broker_keeps_messages_across_restart(settings: Settings) -> Non
     try:
         with producer(settings) as prod:
             prod.send("impressions.dlq", key=b"k", value=b"kept").get(timeout=30)
-        broker = next(s for s in stack.read_state(settings).services if s.name == "broker")
-        assert {s.name for s in stack.read_state(settings).services} == {"object_store", "broker"}
+        broker = next(s for s in _services(settings) if s.name == "broker")
+        assert {s.name for s in _services(settings)} == {"object_store", "broker"}
     finally:
         stack.down(settings)
     assert not is_running(broker)
@@ -133,14 +137,14 @@ def test_up_durable_restarts_a_sigkilled_broker_and_keeps_acknowledged_data(
     try:
         with producer(settings) as prod:
             prod.send("impressions.dlq", key=b"k", value=b"acknowledged").get(timeout=30)
-        before = {s.name: s for s in stack.read_state(settings).services}
+        before = {s.name: s for s in _services(settings)}
         os.kill(before["broker"].pid, signal.SIGKILL)
         assert freshlabel(settings, "status").returncode == 1
 
         again = freshlabel(settings, "up", "--durable")
         assert again.returncode == 0, again.stderr
         assert "broker (pid" in again.stderr and "restarting broker" in again.stderr
-        after = {s.name: s for s in stack.read_state(settings).services}
+        after = {s.name: s for s in _services(settings)}
         # Only the dead broker was started again; the object store kept running.
         assert after["object_store"] == before["object_store"]
         assert after["broker"].pid != before["broker"].pid and is_running(after["broker"])

@@ -161,7 +161,8 @@ def test_manifest_rebuilds_the_student_exactly(trained: dict) -> None:  # type: 
     manifest = json.loads((trained["student_dir"] / "manifest.json").read_text())
     table = open_catalog(settings).load_table(f"{settings.catalog.namespace}.{TABLE}")
     recorded = manifest["training_set"]
-    assert recorded["snapshot_id"] == table.current_snapshot().snapshot_id
+    snapshot = table.current_snapshot()
+    assert snapshot is not None and recorded["snapshot_id"] == snapshot.snapshot_id
     assert recorded["teacher_version"] == trained["served"] == manifest["teacher_version"]
     assert recorded["table"] == TABLE and recorded["until"] == trained["until"].isoformat()
     versions = manifest["feature_versions"]
@@ -171,7 +172,8 @@ def test_manifest_rebuilds_the_student_exactly(trained: dict) -> None:  # type: 
 
     # The table moves on (a rebuild of the training set is a new snapshot) ...
     build_training_set(settings, trained["served"], TABLE)
-    assert table.refresh().current_snapshot().snapshot_id != recorded["snapshot_id"]
+    rebuilt = table.refresh().current_snapshot()
+    assert rebuilt is not None and rebuilt.snapshot_id != recorded["snapshot_id"]
     # ... and the recorded snapshot still gives the same student.
     again = trained["root"] / "student-again"
     done = freshlabel(

@@ -201,10 +201,9 @@ def test_the_served_code_snapshot_holds_every_teacher_module_it_imports() -> Non
     needed = set()
     for name in RUNTIME_MODULES:
         for node in ast.walk(ast.parse((TEACHER_CODE / name).read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
-                "serving.teacher."
-            ):
-                needed.add(node.module.rsplit(".", 1)[-1] + ".py")
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if module and module.startswith("serving.teacher."):
+                needed.add(module.rsplit(".", 1)[-1] + ".py")
     assert needed, "no serving.teacher imports found: the check reads the wrong files"
     assert needed <= set(RUNTIME_MODULES), (
         f"missing from the snapshot: {needed - set(RUNTIME_MODULES)}"

@@ -211,9 +211,11 @@ def test_served_embeddings_equal_the_in_process_bi_encoder(
     np.testing.assert_allclose(got_q, want_q, atol=1e-6)
     np.testing.assert_allclose(got_p, want_p, atol=1e-6)
     # The pin side is the bi-encoder's view of the text (the recipe trims it), not the text.
-    view = teacher.bi_encoder.pin_view
+    bi = teacher.bi_encoder
+    assert bi is not None
+    view = bi.pin_view
     assert view(pin_texts[0]) != pin_texts[0]
-    np.testing.assert_allclose(got_p[0], teacher.bi_encoder.embed([view(pin_texts[0])])[0], 1e-6)
+    np.testing.assert_allclose(got_p[0], bi.embed([view(pin_texts[0])])[0], 1e-6)
     # Asking for them changes no label; a request that does not name them gets none.
     assert [r.probs for r in rich] == [r.probs for r in plain]
     assert all(r.query_embedding is None and r.pin_embedding is None for r in plain)
@@ -238,6 +240,7 @@ def test_predict_with_embeddings_is_predict_and_the_cosines_vectors(
     queries, pin_texts = pairs_of(world, 16)
     for teacher in (Teacher.load(tiny_teacher), served_teacher(tiny_teacher)):
         prediction, q, p = teacher.predict_with_embeddings(queries, pin_texts)
+        assert teacher.bi_encoder is not None
         np.testing.assert_array_equal(prediction.probs, teacher.predict(queries, pin_texts).probs)
         np.testing.assert_allclose(
             (q * p).sum(axis=1), teacher.bi_encoder.cosine(queries, pin_texts), atol=1e-7
@@ -263,6 +266,7 @@ def test_onnx_runtime_matches_eager_torch(tiny_teacher: Path, world: Path) -> No
     assert eager_teacher.manifest.cross_encoder_view() == TINY.cross_encoder_view()
     assert "the" in eager_teacher.manifest.cross_encoder_stopwords
     for teacher in (eager_teacher, onnx_teacher):
+        assert teacher.bi_encoder is not None
         assert teacher.bi_encoder.pin_view == TINY.bi_encoder_view()
         assert teacher.cross_encoder.pin_view == TINY.cross_encoder_view()
     eager = eager_teacher.predict(queries, pin_texts)

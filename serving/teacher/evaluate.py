@@ -82,7 +82,7 @@ def bm25_scores(queries: Sequence[str], pin_texts: Sequence[str]) -> np.ndarray:
     )
 
 
-def quantile_labels(scores: np.ndarray, label_counts: Sequence[int]) -> np.ndarray:
+def quantile_labels(scores: np.ndarray, label_counts: Sequence[int] | np.ndarray) -> np.ndarray:
     """Labels 1..K for scores, cut where the reference label distribution says."""
     counts = np.asarray(label_counts, dtype=np.float64)
     cuts = np.quantile(scores, np.cumsum(counts)[:-1] / counts.sum())
