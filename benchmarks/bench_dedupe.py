@@ -246,8 +246,9 @@ def main() -> None:
             out["old_bytes_per_key"] = round(per_key, 1)
             out["old_mb_at_keys"] = round(per_key * args.keys / 2**20)
     for key in ("new_traced", "old_traced"):
-        if key in out:
-            out[key] = {k: round(v, 1) for k, v in out[key].items()}  # type: ignore[union-attr]
+        traced = out.get(key)
+        if isinstance(traced, dict):
+            out[key] = {k: round(v, 1) for k, v in traced.items()}
     print(json.dumps(out))
 
 

@@ -83,7 +83,7 @@ def row(i: int, unique: bool, rng: np.random.Generator, at: datetime) -> Enriche
     )
 
 
-async def drain(settings: Settings, expected: int) -> dict[str, float]:
+async def drain(settings: Settings, expected: int) -> dict[str, object]:
     scorer = TritonScorer.from_settings(settings)
     labeler = Labeler(settings, scorer)
     state = stack.read_state(settings)
@@ -113,7 +113,7 @@ async def drain(settings: Settings, expected: int) -> dict[str, float]:
     }
 
 
-def throughput(settings: Settings, rows: int, unique: bool) -> dict[str, float]:
+def throughput(settings: Settings, rows: int, unique: bool) -> dict[str, object]:
     rng = np.random.default_rng(3)
     now = datetime.now(UTC)
     with producer(settings) as prod:

@@ -48,7 +48,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -237,13 +237,14 @@ def bootstrap_gap(
         total = weight.sum(axis=1)
         boot_nd_a = weight @ nd_a[valid] / total
         boot_nd_b = weight @ nd_b[valid] / total
-    boot_qwk_a = qwk_from_confusion((counts @ conf_a).reshape(-1, scale, scale))
-    boot_qwk_b = qwk_from_confusion((counts @ conf_b).reshape(-1, scale, scale))
+    boot_qwk_a = np.asarray(qwk_from_confusion((counts @ conf_a).reshape(-1, scale, scale)))
+    boot_qwk_b = np.asarray(qwk_from_confusion((counts @ conf_b).reshape(-1, scale, scale)))
 
     point_nd_a = float(nd_a[valid].mean()) if valid.any() else float("nan")
     point_nd_b = float(nd_b[valid].mean()) if valid.any() else float("nan")
-    point_qwk_a = qwk_from_confusion(conf_a.sum(axis=0).reshape(scale, scale))
-    point_qwk_b = qwk_from_confusion(conf_b.sum(axis=0).reshape(scale, scale))
+    # One matrix gives a float, a stack of them an array.
+    point_qwk_a = float(qwk_from_confusion(conf_a.sum(axis=0).reshape(scale, scale)))
+    point_qwk_b = float(qwk_from_confusion(conf_b.sum(axis=0).reshape(scale, scale)))
 
     def summary(a: float, b: float, samples: np.ndarray) -> dict[str, Any]:
         finite = samples[np.isfinite(samples)]
@@ -436,8 +437,8 @@ def train_on(
         "rows": len(inputs),
         "targets": config.targets,
         "best_epoch": training["best_epoch"],
-        "epochs_run": len(training["history"]),
-        "best_val_loss": round(float(training["best_val_loss"]), 4),
+        "epochs_run": len(cast(list[object], training["history"])),
+        "best_val_loss": round(float(cast(float, training["best_val_loss"])), 4),
         "train_seconds": round(seconds, 1),
     }
     return student, info
@@ -525,7 +526,7 @@ def label_scaling(
     rows: list[dict[str, Any]] = []
     predictions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def add(name: str, labels: int, source: str, student: Any | None, info: dict[str, Any]) -> None:
+    def add(name: str, labels: int, source: str, student: Any, info: dict[str, Any]) -> None:
         prediction = student.predict(ev_inputs)
         predictions[name] = (prediction.label, prediction.score)
         rows.append(

@@ -50,7 +50,7 @@ from benchmarks.bench_onnx_graphs import median_ms, row
 from benchmarks.cpu import CpuMeter, cpu_ticks, machine_load
 from infra import triton
 from infra.config import Settings
-from infra.process import free_port, stop
+from infra.process import ServiceRecord, free_port, stop
 from serving.client import TeacherClient
 from serving.teacher.data import load_pairs
 from serving.teacher.export import ExportOptions, export_teacher
@@ -163,7 +163,7 @@ def serve(
     threads: int,
     device: str = "cpu",
     precision: str = "fp32",
-) -> tuple[Settings, object]:
+) -> tuple[Settings, ServiceRecord]:
     repo = work / f"repo-{runtime}-{quantize}-{precision}"
     # Instances, threads and batching as configured; this row's numerics.
     options = ExportOptions.from_settings(

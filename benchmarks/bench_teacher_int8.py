@@ -20,6 +20,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,8 @@ def main() -> None:
     config = TrainConfig.from_settings(settings.teacher, epochs=args.epochs)
     pairs = load_pairs(args.data, args.columns)
     n = len(pairs.frame)
-    pooled = {
+    # Per runtime: the pooled out-of-fold outputs and the seconds spent scoring them.
+    pooled: dict[tuple[str, ...], dict[str, Any]] = {
         rt: {
             "probs": np.zeros((n, pairs.scale), np.float32),
             "label": np.zeros(n, np.int64),
