@@ -1,8 +1,10 @@
 """Render the enrichment job's SQL (streams/enrich/sql/*.sql) from settings.
 
-The job IS these statements; this module only fills in connection options, intervals and
-the few lists that depend on K. It imports nothing from PyFlink, so both virtual
-environments (and the tests) can render and inspect the exact SQL that runs.
+The job IS these statements; this module only fills in connection options, intervals, the
+few lists that depend on K, and what the topics' models decide (streams/enrich/ddl.py:
+column lists, validity filters, dead-letter payloads), so no SQL file repeats a model. It
+imports nothing from PyFlink, so both virtual environments (and the tests) can render and
+inspect the exact SQL that runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from infra.config import Settings
 from schemas.topics import dlq_topic
 from streams.dlq import Reason
+from streams.enrich import ddl
 
 SQL_DIR = Path(__file__).with_name("sql")
 OUTPUT_TOPIC = "impressions.enriched"
@@ -26,13 +29,9 @@ DLQ_CONSUMER = "flink:{job_name}"
 TS_FORMAT = "'yyyy-MM-dd''T''HH:mm:ss.SSSSSS''Z'''"
 
 # Source topic -> its event-time column (the models' `time_field`).
-SOURCES: dict[str, str] = {
-    "impressions": "event_time",
-    "pin_content": "updated_at",
-    "pin_captions": "created_at",
-    "board_saves": "event_time",
-    "engagements": "event_time",
-}
+SOURCES: dict[str, str] = {model.topic: model.time_field for model in ddl.SOURCE_MODELS}
+# The clock topic's marks carry this field (streams/enrich/clock.py).
+CLOCK_TIME_FIELD = "event_time"
 
 # The versioned topics, compacted by pin (the latest version of a pin is kept forever): their
 # late records are still applied, from the watermark they met on, and their event times have
@@ -40,8 +39,13 @@ SOURCES: dict[str, str] = {
 LATE_VERSION_TOPICS = ("pin_content", "pin_captions")
 # The event time of a record of any topic (the clock topic's too).
 RAW_TIME = (
-    "CASE kafka_topic WHEN 'pin_content' THEN updated_at WHEN 'pin_captions' THEN created_at "
-    "ELSE event_time END"
+    "CASE kafka_topic "
+    + "".join(
+        f"WHEN '{topic}' THEN {field} "
+        for topic, field in SOURCES.items()
+        if field != CLOCK_TIME_FIELD
+    )
+    + f"ELSE {CLOCK_TIME_FIELD} END"
 )
 
 # kafka-python client options -> Kafka Java client properties, for external clusters.
@@ -279,7 +283,35 @@ def _dlq_head(settings: Settings, topic: str) -> str:
     )
 
 
+def model_values() -> dict[str, str]:
+    """The placeholders the models decide (streams/enrich/ddl.py renders them).
+
+    Returns:
+        `source_columns` and `enriched_columns` (CREATE TABLE column lines),
+        `impression_fields` / `impression_fields_of_i` (the impression passed through),
+        and per source topic `valid_<topic>` (its validity filter) and `dlq_value_<topic>`
+        (its dead letter's JSON).
+    """
+    impression = ddl.IMPRESSION_MODEL
+    values = {
+        "source_columns": ddl.column_list(ddl.source_columns()),
+        "enriched_columns": ddl.sink_columns(),
+        "impression_fields": ddl.passthrough(impression, TS_FORMAT),
+        "impression_fields_of_i": ddl.passthrough(impression, prefix="i."),
+    }
+    for model in ddl.SOURCE_MODELS:
+        values[f"valid_{model.topic}"] = ddl.validity(model)
+        values[f"dlq_value_{model.topic}"] = ddl.json_payload(model, TS_FORMAT)
+    return values
+
+
 def render(settings: Settings) -> JobSql:
+    """The job's statements for `settings`.
+
+    Raises:
+        SqlSettingsError: a window setting the point-in-time rule cannot work with.
+        ModelSqlError: a model field the SQL cannot be generated for.
+    """
     f = settings.flink
     _check_window(
         "top_queries", f.top_queries_window_days, f.top_queries_slide_hours, f.top_queries_k
@@ -322,6 +354,7 @@ def render(settings: Settings) -> JobSql:
         "dlq_tail": f"{_quote(consumer)}, DATE_FORMAT(CURRENT_TIMESTAMP, {TS_FORMAT})",
     }
     values["source_events"] = _options(source_options(settings, input_topics(settings)))
+    values.update(model_values())
     for topic in SOURCES:
         values[f"dlq_head_{topic}"] = _dlq_head(settings, topic)
 

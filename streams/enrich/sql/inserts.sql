@@ -10,8 +10,7 @@
 -- so the feature is null, and so is its time.
 INSERT INTO enriched_sink
 SELECT
-  impression_id, request_id, user_id, `query`, pin_id, `position`, country, locale,
-  DATE_FORMAT(event_time, ${ts_format}),
+  ${impression_fields},
   content.title, content.description, content.link_title, content.link_description,
   DATE_FORMAT(content.updated_at, ${ts_format}),
   caption.caption,
@@ -25,8 +24,7 @@ SELECT
   DATE_FORMAT(CURRENT_TIMESTAMP, ${ts_format})
 FROM (
   SELECT
-    i.impression_id, i.request_id, i.user_id, i.`query`, i.pin_id, i.`position`, i.country,
-    i.locale, i.event_time, i.rt,
+    ${impression_fields_of_i}, i.rt,
     CASE WHEN lc.pin_id IS NOT NULL AND lc.seen_watermark < i.rt
         AND (c.pin_id IS NULL OR lc.rt >= c.rt)
       THEN lc.content ELSE c.content END AS content,
@@ -45,49 +43,34 @@ FROM (
 -- Refused records of every topic, dead-lettered with reason late_event or
 -- event_time_out_of_range (a late content or caption version is ALSO applied from the
 -- watermark it met on; its detail says so). value_b64 is the record as Flink parsed it,
--- re-serialized as JSON (same fields and values, keys sorted).
+-- re-serialized as JSON (every field of the topic's model, rendered from it by
+-- streams/enrich/ddl.py; same values, keys sorted).
 INSERT INTO impressions_dlq
 SELECT ${dlq_head_impressions},
-  TO_BASE64(JSON_OBJECT(
-    KEY 'impression_id' VALUE impression_id, KEY 'request_id' VALUE request_id,
-    KEY 'user_id' VALUE user_id, KEY 'query' VALUE `query`, KEY 'pin_id' VALUE pin_id,
-    KEY 'position' VALUE `position`, KEY 'country' VALUE country, KEY 'locale' VALUE locale,
-    KEY 'event_time' VALUE DATE_FORMAT(event_time, ${ts_format}) NULL ON NULL)),
+  TO_BASE64(${dlq_value_impressions}),
   ${dlq_tail}
 FROM impressions_refused;
 
 INSERT INTO pin_content_dlq
 SELECT ${dlq_head_pin_content},
-  TO_BASE64(JSON_OBJECT(
-    KEY 'pin_id' VALUE pin_id, KEY 'title' VALUE title, KEY 'description' VALUE description,
-    KEY 'link_title' VALUE link_title, KEY 'link_description' VALUE link_description,
-    KEY 'updated_at' VALUE DATE_FORMAT(updated_at, ${ts_format}) NULL ON NULL)),
+  TO_BASE64(${dlq_value_pin_content}),
   ${dlq_tail}
 FROM pin_content_refused;
 
 INSERT INTO pin_captions_dlq
 SELECT ${dlq_head_pin_captions},
-  TO_BASE64(JSON_OBJECT(
-    KEY 'pin_id' VALUE pin_id, KEY 'caption' VALUE caption,
-    KEY 'captioner_version' VALUE captioner_version,
-    KEY 'created_at' VALUE DATE_FORMAT(created_at, ${ts_format}) NULL ON NULL)),
+  TO_BASE64(${dlq_value_pin_captions}),
   ${dlq_tail}
 FROM pin_captions_refused;
 
 INSERT INTO board_saves_dlq
 SELECT ${dlq_head_board_saves},
-  TO_BASE64(JSON_OBJECT(
-    KEY 'pin_id' VALUE pin_id, KEY 'board_id' VALUE board_id,
-    KEY 'board_title' VALUE board_title, KEY 'user_id' VALUE user_id,
-    KEY 'event_time' VALUE DATE_FORMAT(event_time, ${ts_format}) NULL ON NULL)),
+  TO_BASE64(${dlq_value_board_saves}),
   ${dlq_tail}
 FROM board_saves_refused;
 
 INSERT INTO engagements_dlq
 SELECT ${dlq_head_engagements},
-  TO_BASE64(JSON_OBJECT(
-    KEY 'impression_id' VALUE impression_id, KEY 'query' VALUE `query`,
-    KEY 'pin_id' VALUE pin_id, KEY 'action' VALUE action,
-    KEY 'event_time' VALUE DATE_FORMAT(event_time, ${ts_format}) NULL ON NULL)),
+  TO_BASE64(${dlq_value_engagements}),
   ${dlq_tail}
 FROM engagements_refused;

@@ -3,7 +3,8 @@
 -- watermark_delay + allowed_lateness (see docs/enrichment.md). Windows, versioned tables,
 -- joins and the late-record check below all see that same event-time clock, and a topic
 -- that falls idle (table.exec.source.idle-timeout) stops holding it back.
--- Columns are the union of the five event models; a field a topic lacks reads as null.
+-- Columns are the union of the five event models' fields (streams/enrich/ddl.py renders
+-- them from schemas/); a field a topic lacks reads as null.
 -- `rt` is the topic's event time at Flink's millisecond precision, when that time lies
 -- within the shared decode bounds around the wall clock (decode.max_future_s ahead,
 -- decode.max_age_days behind). A record without a time, or with one out of those bounds
@@ -23,26 +24,7 @@
 
 CREATE TEMPORARY TABLE events_src (
   kafka_key STRING,
-  impression_id STRING,
-  request_id STRING,
-  user_id STRING,
-  `query` STRING,
-  pin_id STRING,
-  `position` INT,
-  country STRING,
-  locale STRING,
-  event_time TIMESTAMP_LTZ(6),
-  title STRING,
-  description STRING,
-  link_title STRING,
-  link_description STRING,
-  updated_at TIMESTAMP_LTZ(6),
-  caption STRING,
-  captioner_version STRING,
-  created_at TIMESTAMP_LTZ(6),
-  board_id STRING,
-  board_title STRING,
-  action STRING,
+${source_columns}
   kafka_topic STRING METADATA FROM 'topic' VIRTUAL,
   kafka_partition INT METADATA FROM 'partition' VIRTUAL,
   kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,

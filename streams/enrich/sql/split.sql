@@ -2,7 +2,9 @@
 -- behind the watermark) and out of range (an event time outside the decode bounds, which
 -- sources.sql kept from moving the watermark; for content and captions only a time too far
 -- ahead: their compacted topics keep a pin's latest version however old it is). Valid: every field the topic's event model
--- requires is present; anything else is refused by the shared decode step where the raw
+-- requires is present, a Literal field holds one of its values and a number lies within the
+-- bounds its annotation narrows (streams/enrich/ddl.py renders `valid_<topic>` from the
+-- model); anything else is refused by the shared decode step where the raw
 -- topic is sunk, so it is not dead-lettered a second time here. Clock records only move
 -- the watermark.
 -- Watermarks travel behind the rows, so the watermark a row sees here bounds the one every
@@ -23,29 +25,27 @@ FROM events_src;
 CREATE TEMPORARY VIEW impressions_valid AS
 SELECT * FROM events_marked
 WHERE kafka_topic = 'impressions'
-  AND impression_id IS NOT NULL AND request_id IS NOT NULL AND user_id IS NOT NULL
-  AND `query` IS NOT NULL AND pin_id IS NOT NULL AND `position` >= 1
-  AND country IS NOT NULL AND locale IS NOT NULL AND event_time IS NOT NULL;
+  AND ${valid_impressions};
 
 CREATE TEMPORARY VIEW pin_content_valid AS
 SELECT * FROM events_marked
-WHERE kafka_topic = 'pin_content' AND pin_id IS NOT NULL AND updated_at IS NOT NULL;
+WHERE kafka_topic = 'pin_content'
+  AND ${valid_pin_content};
 
 CREATE TEMPORARY VIEW pin_captions_valid AS
 SELECT * FROM events_marked
-WHERE kafka_topic = 'pin_captions' AND pin_id IS NOT NULL AND caption IS NOT NULL
-  AND captioner_version IS NOT NULL AND created_at IS NOT NULL;
+WHERE kafka_topic = 'pin_captions'
+  AND ${valid_pin_captions};
 
 CREATE TEMPORARY VIEW board_saves_valid AS
 SELECT * FROM events_marked
-WHERE kafka_topic = 'board_saves' AND pin_id IS NOT NULL AND board_id IS NOT NULL
-  AND board_title IS NOT NULL AND user_id IS NOT NULL AND event_time IS NOT NULL;
+WHERE kafka_topic = 'board_saves'
+  AND ${valid_board_saves};
 
 CREATE TEMPORARY VIEW engagements_valid AS
 SELECT * FROM events_marked
-WHERE kafka_topic = 'engagements' AND impression_id IS NOT NULL AND `query` IS NOT NULL
-  AND pin_id IS NOT NULL AND action IN ('click', 'save', 'closeup', 'long_click')
-  AND event_time IS NOT NULL;
+WHERE kafka_topic = 'engagements'
+  AND ${valid_engagements};
 
 CREATE TEMPORARY VIEW impressions_on_time AS
 SELECT * FROM impressions_valid WHERE NOT out_of_range AND NOT is_late;

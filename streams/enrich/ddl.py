@@ -1,0 +1,261 @@
+"""The enrichment job's column lists, validity filters and dead-letter payloads, from the models.
+
+The guarantee: a topic's shape is written down once, in its pydantic model (schemas/), and
+the Flink SQL follows it. `streams/enrich/sql.py` fills the `${...}` placeholders of the
+SQL templates with what this module renders:
+
+- `source_columns`: the `events_src` columns, the union of the five event models' fields
+  (first model first), each typed by its Iceberg type (schemas/registry.py) mapped to Flink
+  (`long` -> BIGINT, `timestamptz` -> TIMESTAMP_LTZ(6), ...). Two models that declare one
+  name with different types are refused: the topics share one source table.
+- `sink_columns`: the `enriched_sink` columns, `EnrichedImpression`'s fields, times as
+  strings in the producers' format.
+- `validity`: a topic's filter: every required field present, a `Literal` field one of
+  its values, a number within the bounds its annotation narrows (`position >= 1`).
+- `json_payload`: a refused record re-serialized as JSON for its dead letter: every field
+  of its model, times in the producers' format.
+- `passthrough`: the impression's own fields, passed through to the enriched row.
+
+So adding an optional field to a topic's model (and `freshlabel schemas register`) adds it
+to the job: read from the topic, kept in its dead letters, and for an impression, written
+to `impressions.enriched` once `EnrichedImpression` (a subclass) has it too. Every
+generated identifier is back-quoted, so a field named like a SQL keyword needs nothing.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from annotated_types import Ge, Gt, Le, Lt
+
+from schemas.base import INT_MAX, INT_MIN, LONG_MAX, LONG_MIN, Event
+from schemas.board_save import BoardSave
+from schemas.engagement import Engagement
+from schemas.enriched_impression import EnrichedImpression
+from schemas.impression import Impression
+from schemas.pin_caption import PinCaption
+from schemas.pin_content import PinContent
+from schemas.registry import FieldShape, model_shapes
+
+# The topics the job reads, in the order their fields appear in `events_src`.
+SOURCE_MODELS: tuple[type[Event], ...] = (
+    Impression,
+    PinContent,
+    PinCaption,
+    BoardSave,
+    Engagement,
+)
+# The enriched row: the impression's own fields (passed through), then the pin's features.
+IMPRESSION_MODEL: type[Event] = Impression
+ENRICHED_MODEL: type[Event] = EnrichedImpression
+
+# Iceberg primitive (schemas/registry.py) -> Flink SQL type of a source column.
+FLINK_TYPES: dict[str, str] = {
+    "boolean": "BOOLEAN",
+    "int": "INT",
+    "long": "BIGINT",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "string": "STRING",
+    "timestamptz": "TIMESTAMP_LTZ(6)",
+}
+# A type's own range: a bound no narrower needs no predicate.
+_TYPE_RANGES: dict[str, tuple[int, int]] = {
+    "int": (INT_MIN, INT_MAX),
+    "long": (LONG_MIN, LONG_MAX),
+}
+
+
+class ModelSqlError(TypeError):
+    """A model the job's SQL cannot be generated from; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One model field as the job's SQL sees it."""
+
+    name: str
+    iceberg: str
+    required: bool
+    element: str | None = None
+    literals: tuple[str, ...] = ()
+    lower: tuple[str, float] | None = None  # (">=" or ">", bound)
+    upper: tuple[str, float] | None = None  # ("<=" or "<", bound)
+
+    @property
+    def sql(self) -> str:
+        """The back-quoted identifier."""
+        return quote(self.name)
+
+    @property
+    def is_time(self) -> bool:
+        return self.iceberg == "timestamptz"
+
+    def flink_type(self, time_type: str | None = None) -> str:
+        """The column's Flink type; `time_type` replaces TIMESTAMP_LTZ(6) (sinks: STRING)."""
+        if self.iceberg == "list":
+            return f"ARRAY<{_flink_primitive(self.element or '', self.name, time_type)}>"
+        return _flink_primitive(self.iceberg, self.name, time_type)
+
+
+def quote(name: str) -> str:
+    """A Flink SQL identifier, back-quoted."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _flink_primitive(iceberg: str, where: str, time_type: str | None) -> str:
+    if iceberg == "timestamptz" and time_type is not None:
+        return time_type
+    try:
+        return FLINK_TYPES[iceberg]
+    except KeyError:
+        raise ModelSqlError(
+            f"{where}: no Flink type for Iceberg {iceberg!r}; add it to FLINK_TYPES in "
+            "streams/enrich/ddl.py"
+        ) from None
+
+
+def _constraints(model: type[Event], shape: FieldShape) -> dict[str, Any]:
+    info = model.model_fields[shape.name]
+    annotation = info.annotation
+    literals: tuple[str, ...] = ()
+    if typing.get_origin(annotation) is Literal:
+        literals = tuple(str(v) for v in typing.get_args(annotation))
+    lower: tuple[str, float] | None = None
+    upper: tuple[str, float] | None = None
+    for item in info.metadata:
+        if isinstance(item, Ge):
+            lower = (">=", item.ge)  # type: ignore[assignment]
+        elif isinstance(item, Gt):
+            lower = (">", item.gt)  # type: ignore[assignment]
+        elif isinstance(item, Le):
+            upper = ("<=", item.le)  # type: ignore[assignment]
+        elif isinstance(item, Lt):
+            upper = ("<", item.lt)  # type: ignore[assignment]
+    low, high = _TYPE_RANGES.get(shape.type, (None, None))
+    if lower is not None and lower == (">=", low):
+        lower = None
+    if upper is not None and upper == ("<=", high):
+        upper = None
+    return {"literals": literals, "lower": lower, "upper": upper}
+
+
+def columns(model: type[Event]) -> list[Column]:
+    """The model's fields in declaration order, with the constraints the SQL checks.
+
+    Args:
+        model: an event model.
+
+    Returns:
+        One `Column` per model field (the sink's bookkeeping columns excluded).
+
+    Raises:
+        ModelSqlError: a field whose type has no Flink equivalent.
+    """
+    out = []
+    for shape in model_shapes(model):
+        if shape.name not in model.model_fields:
+            continue
+        out.append(
+            Column(
+                name=shape.name,
+                iceberg=shape.type,
+                required=shape.required,
+                element=shape.element_type,
+                **_constraints(model, shape),
+            )
+        )
+    for column in out:
+        column.flink_type()  # refuse an unmapped type here, naming the field
+    return out
+
+
+def source_columns(models: tuple[type[Event], ...] | None = None) -> list[Column]:
+    """The union of the models' fields, first appearance first: the shared source's columns.
+
+    Args:
+        models: the topics' models; default `SOURCE_MODELS`.
+
+    Returns:
+        One column per distinct field name.
+
+    Raises:
+        ModelSqlError: two models declare one field name with different types.
+    """
+    seen: dict[str, tuple[type[Event], Column]] = {}
+    for model in SOURCE_MODELS if models is None else models:
+        for column in columns(model):
+            if column.name not in seen:
+                seen[column.name] = (model, column)
+                continue
+            first, other = seen[column.name]
+            if other.flink_type() != column.flink_type():
+                raise ModelSqlError(
+                    f"{model.__name__}.{column.name} is {column.flink_type()} but "
+                    f"{first.__name__}.{column.name} is {other.flink_type()}: the topics "
+                    "share one Flink source table; give one of them another name"
+                )
+    return [column for _, column in seen.values()]
+
+
+def column_list(cols: list[Column], time_type: str | None = None) -> str:
+    """`  name TYPE,` lines of a CREATE TABLE, each ending in a comma."""
+    return "\n".join(f"  {c.sql} {c.flink_type(time_type)}," for c in cols)
+
+
+def sink_columns() -> str:
+    """The enriched sink's columns (`ENRICHED_MODEL`): times are strings in the producers'
+    format."""
+    return column_list(columns(ENRICHED_MODEL), time_type="STRING").rstrip(",")
+
+
+def _predicate(column: Column) -> str | None:
+    if column.literals:
+        values = ", ".join("'" + v.replace("'", "''") + "'" for v in column.literals)
+        return f"{column.sql} IN ({values})"
+    bounds = [f"{column.sql} {b[0]} {b[1]}" for b in (column.lower, column.upper) if b is not None]
+    if bounds:
+        return " AND ".join(bounds)
+    if column.required:
+        return f"{column.sql} IS NOT NULL"
+    return None
+
+
+def validity(model: type[Event]) -> str:
+    """The topic's validity filter: `a IS NOT NULL AND b >= 1 AND c IN ('x', 'y') ...`.
+
+    A comparison or IN is false for a null, so a bounded or `Literal` field is also
+    required by it; an optional field without constraints adds nothing.
+    """
+    predicates = [p for c in columns(model) if (p := _predicate(c)) is not None]
+    return "\n  AND ".join(predicates) or "TRUE"
+
+
+def _formatted(column: Column, ts_format: str, prefix: str = "") -> str:
+    if column.is_time:
+        return f"DATE_FORMAT({prefix}{column.sql}, {ts_format})"
+    return f"{prefix}{column.sql}"
+
+
+def json_payload(model: type[Event], ts_format: str) -> str:
+    """A JSON_OBJECT of every field of the model (times formatted), nulls kept."""
+    pairs = ",\n    ".join(
+        f"KEY '{c.name}' VALUE {_formatted(c, ts_format)}" for c in columns(model)
+    )
+    return f"JSON_OBJECT(\n    {pairs} NULL ON NULL)"
+
+
+def passthrough(model: type[Event], ts_format: str | None = None, prefix: str = "") -> str:
+    """The model's fields as a SELECT list; with `ts_format`, times formatted as strings."""
+    return ", ".join(
+        _formatted(c, ts_format, prefix) if ts_format else f"{prefix}{c.sql}"
+        for c in columns(model)
+    )
+
+
+def feature_columns() -> list[str]:
+    """The enriched model's fields that are not the impression's: what the join computes."""
+    own = set(IMPRESSION_MODEL.model_fields)
+    return [name for name in ENRICHED_MODEL.model_fields if name not in own]
