@@ -286,7 +286,8 @@ def finetune_cross_encoder(
     timings. The model ends holding the best epoch's weights. With caches (frozen lower
     layers), only the top `trainable_layers` run forward and backward."""
     device, precision, checkpointing = resolve_device(config)
-    model = ce.model.to(device)
+    # transformers wraps .to() in a decorator whose signature mypy reads as (PreTrainedModel).
+    model = ce.model.to(device)  # type: ignore[arg-type]
     first = train_cache.start_layer if train_cache and train_cache.frozen is not None else 0
     if first > 0:
         for name, param in model.named_parameters():
