@@ -2,9 +2,13 @@
 
 The fragments below are the hand-written SQL the templates held before the generation
 (streams/enrich/sql/*.sql at ccd8db3): the rendered job must contain each of them, modulo
-whitespace and identifier quoting, so generating them changed nothing. The one deliberate
-difference: `position` is a long in the model and in Iceberg, and the hand-written INT
-made Flink skip a position in [2^31, 2^63) that the decode step accepts; it is BIGINT now.
+whitespace and identifier quoting, so generating them changed nothing. The deliberate
+differences, both so that Flink refuses what the decode step refuses
+(tests/test_enrich_verdict.py): `position` is a long in the model and in Iceberg, and the
+hand-written INT made Flink skip a position in [2^31, 2^63) that the decode step accepts,
+so it is BIGINT now; and the validity filters also check strings as the model does (an id
+not blank and without control characters, text without C0 controls, at most
+decode.max_text_bytes).
 """
 
 from __future__ import annotations
@@ -99,11 +103,23 @@ def _norm(sql: str) -> str:
     return re.sub(r"\s*([(),])\s*", r"\1", sql).strip()
 
 
+def _conjuncts(where: str) -> set[str]:
+    return {_norm(p) for p in re.split(r"\s+AND\s+(?![^(]*\))", where.removeprefix("WHERE"))}
+
+
 def test_the_generated_sql_is_the_hand_written_sql() -> None:
-    script = _norm(render(Settings()).script())
-    fragments = [SOURCE_COLUMNS, SINK_COLUMNS, *VALIDITY.values(), *DLQ_VALUES.values()]
-    for fragment in [*fragments, *PASSTHROUGH]:
+    job = render(Settings())
+    script = _norm(job.script())
+    for fragment in [SOURCE_COLUMNS, SINK_COLUMNS, *DLQ_VALUES.values(), *PASSTHROUGH]:
         assert _norm(fragment) in script, fragment
+    # The validity filters kept every hand-written predicate, and added only the string
+    # checks of the decode step (lengths, patterns, decode.max_text_bytes).
+    for topic, where in VALIDITY.items():
+        (view,) = [s for s in job.ddl if s.startswith(f"CREATE TEMPORARY VIEW {topic}_valid ")]
+        generated = _conjuncts(view.split("WHERE", 1)[1])
+        assert _conjuncts(where) <= generated, topic
+        for extra in generated - _conjuncts(where):
+            assert re.match(r"\(?(\w+ IS NULL OR )?(REGEXP|CHAR_LENGTH)\(", extra), extra
 
 
 def _top_level_items(select_list: str) -> list[str]:
@@ -161,8 +177,10 @@ def test_an_optional_field_added_to_a_model_flows_into_the_job(
     assert "i.`device`" in insert
     outer = insert.split("SELECT", 1)[1].split("\nFROM (", 1)[0]
     assert len(_top_level_items(outer)) == len(enriched.model_fields)
-    # Optional: no validity predicate; the other topics are untouched.
-    assert "device" not in script[script.index("impressions_valid") :].split(";")[0]
+    # Optional: checked only when present (text: no control characters, bounded size);
+    # the other topics are untouched.
+    valid = script[script.index("impressions_valid") :].split(";")[0]
+    assert "AND (`device` IS NULL OR REGEXP(`device`, " in valid
     assert "device" not in script[script.index("INSERT INTO pin_content_dlq") :]
 
 

@@ -24,11 +24,13 @@ generated identifier is back-quoted, so a field named like a SQL keyword needs n
 
 from __future__ import annotations
 
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from annotated_types import Ge, Gt, Le, Lt
+from pydantic import StringConstraints
 
 from schemas.base import INT_MAX, INT_MIN, LONG_MAX, LONG_MIN, Event
 from schemas.board_save import BoardSave
@@ -83,6 +85,9 @@ class Column:
     literals: tuple[str, ...] = ()
     lower: tuple[str, float] | None = None  # (">=" or ">", bound)
     upper: tuple[str, float] | None = None  # ("<=" or "<", bound)
+    pattern: str | None = None  # the model's regular expression (pydantic's Rust syntax)
+    min_length: int | None = None
+    max_length: int | None = None
 
     @property
     def sql(self) -> str:
@@ -134,12 +139,26 @@ def _constraints(model: type[Event], shape: FieldShape) -> dict[str, Any]:
             upper = ("<=", item.le)  # type: ignore[assignment]
         elif isinstance(item, Lt):
             upper = ("<", item.lt)  # type: ignore[assignment]
+    # An optional field keeps its constraints inside the union: `Text | None`.
+    metadata = list(info.metadata)
+    for member in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(member) is typing.Annotated:
+            metadata += typing.get_args(member)[1:]
+    strings = [item for item in metadata if isinstance(item, StringConstraints)]
+    text = strings[-1] if strings else StringConstraints()
     low, high = _TYPE_RANGES.get(shape.type, (None, None))
     if lower is not None and lower == (">=", low):
         lower = None
     if upper is not None and upper == ("<=", high):
         upper = None
-    return {"literals": literals, "lower": lower, "upper": upper}
+    return {
+        "literals": literals,
+        "lower": lower,
+        "upper": upper,
+        "pattern": text.pattern if isinstance(text.pattern, str) else None,
+        "min_length": text.min_length,
+        "max_length": text.max_length,
+    }
 
 
 def columns(model: type[Event]) -> list[Column]:
@@ -211,25 +230,80 @@ def sink_columns() -> str:
     return column_list(columns(ENRICHED_MODEL), time_type="STRING").rstrip(",")
 
 
-def _predicate(column: Column) -> str | None:
+def java_pattern(pattern: str) -> str:
+    """A model's regular expression (pydantic's Rust `regex` syntax) for Flink's REGEXP (Java).
+
+    Rust's `\\s`, `\\d`, `\\w` are Unicode classes (a no-break space is blank), Java's are
+    ASCII unless `(?U)`; Rust's `$` ends the text, Java's also matches before a final
+    newline, so it becomes `\\z`.
+    """
+    body = (
+        pattern[:-1] + "\\z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern
+    )
+    return "(?U)" + body if re.search(r"\\[sSdDwWbB]", body) else body
+
+
+def _string_checks(column: Column, max_text_bytes: int) -> list[str]:
+    """What the decode step checks of a string beyond its type (streams/decode.py)."""
+    if column.iceberg != "string" or column.literals:
+        return []
+    checks = []
+    if column.min_length:
+        checks.append(f"CHAR_LENGTH({column.sql}) >= {column.min_length}")
+    if column.max_length is not None:
+        checks.append(f"CHAR_LENGTH({column.sql}) <= {column.max_length}")
+    if column.pattern is not None:
+        checks.append(f"REGEXP({column.sql}, {sql_string(java_pattern(column.pattern))})")
+    if column.max_length is None or column.max_length * 4 > max_text_bytes:
+        # decode.max_text_bytes counts UTF-8 bytes: at most 4 a character, so a short text
+        # needs no count; a longer one is counted from its base64 (4 characters per 3 bytes,
+        # unpadded), whose length grows strictly with the byte count.
+        base64_limit = -(-max_text_bytes * 4 // 3)
+        checks.append(
+            f"(CHAR_LENGTH({column.sql}) <= {max_text_bytes // 4} OR "
+            f"CHAR_LENGTH(TRIM(TRAILING '=' FROM TO_BASE64({column.sql}))) <= {base64_limit})"
+        )
+    return checks
+
+
+def sql_string(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _predicate(column: Column, max_text_bytes: int) -> str | None:
     if column.literals:
-        values = ", ".join("'" + v.replace("'", "''") + "'" for v in column.literals)
+        values = ", ".join(sql_string(v) for v in column.literals)
         return f"{column.sql} IN ({values})"
     bounds = [f"{column.sql} {b[0]} {b[1]}" for b in (column.lower, column.upper) if b is not None]
     if bounds:
         return " AND ".join(bounds)
+    checks = _string_checks(column, max_text_bytes)
     if column.required:
-        return f"{column.sql} IS NOT NULL"
+        return " AND ".join([f"{column.sql} IS NOT NULL", *checks])
+    if checks:
+        return f"({column.sql} IS NULL OR " + " AND ".join(checks) + ")"
     return None
 
 
-def validity(model: type[Event]) -> str:
-    """The topic's validity filter: `a IS NOT NULL AND b >= 1 AND c IN ('x', 'y') ...`.
+def validity(model: type[Event], max_text_bytes: int) -> str:
+    """The topic's validity filter: what the decode step refuses of a record's fields,
+    as far as the typed columns show it (streams/decode.py).
 
-    A comparison or IN is false for a null, so a bounded or `Literal` field is also
-    required by it; an optional field without constraints adds nothing.
+    Required fields present; a `Literal` field one of its values; a number within the
+    bounds its annotation narrows; a string within its length, matching its pattern (an
+    id not blank, no control character), at most `max_text_bytes` in UTF-8. A comparison
+    is false for a null, so a constrained field is also required by it; an optional field
+    is checked when present.
+
+    Args:
+        model: the topic's model.
+        max_text_bytes: `decode.max_text_bytes`.
+
+    Returns:
+        The predicates, joined by AND.
     """
-    predicates = [p for c in columns(model) if (p := _predicate(c)) is not None]
+    predicates = [p for c in columns(model) if (p := _predicate(c, max_text_bytes)) is not None]
     return "\n  AND ".join(predicates) or "TRUE"
 
 

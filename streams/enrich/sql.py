@@ -283,7 +283,7 @@ def _dlq_head(settings: Settings, topic: str) -> str:
     )
 
 
-def model_values() -> dict[str, str]:
+def model_values(settings: Settings) -> dict[str, str]:
     """The placeholders the models decide (streams/enrich/ddl.py renders them).
 
     Returns:
@@ -300,7 +300,7 @@ def model_values() -> dict[str, str]:
         "impression_fields_of_i": ddl.passthrough(impression, prefix="i."),
     }
     for model in ddl.SOURCE_MODELS:
-        values[f"valid_{model.topic}"] = ddl.validity(model)
+        values[f"valid_{model.topic}"] = ddl.validity(model, settings.decode.max_text_bytes)
         values[f"dlq_value_{model.topic}"] = ddl.json_payload(model, TS_FORMAT)
     return values
 
@@ -354,7 +354,7 @@ def render(settings: Settings) -> JobSql:
         "dlq_tail": f"{_quote(consumer)}, DATE_FORMAT(CURRENT_TIMESTAMP, {TS_FORMAT})",
     }
     values["source_events"] = _options(source_options(settings, input_topics(settings)))
-    values.update(model_values())
+    values.update(model_values(settings))
     for topic in SOURCES:
         values[f"dlq_head_{topic}"] = _dlq_head(settings, topic)
 
