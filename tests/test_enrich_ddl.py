@@ -14,14 +14,14 @@ decode.max_text_bytes).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
-from pydantic import create_model
+from pydantic import Field, create_model
 
 from infra.config import Settings
 from schemas import EnrichedImpression, Event, Impression
-from schemas.base import Text
+from schemas.base import ID_PATTERN, LONG_MAX, TEXT_PATTERN, Text
 from streams.enrich import ddl
 from streams.enrich.sql import TS_FORMAT, render
 
@@ -194,3 +194,23 @@ def test_a_type_without_a_flink_mapping_is_named() -> None:
     odd = create_model("Odd", __base__=Event, blob=(bytes, ...))
     with pytest.raises(TypeError, match=r"Odd\.blob"):
         ddl.columns(odd)
+
+
+def test_an_optional_constrained_field_is_checked_only_when_present() -> None:
+    model = create_model(
+        "Optionals",
+        __base__=Event,
+        rank=(Annotated[int, Field(ge=1, le=LONG_MAX)] | None, None),
+        kind=(Literal["a", "b"] | None, None),
+        must=(Literal["x"], ...),
+    )
+    where = ddl.validity(model, 16_384)
+    assert "(`rank` IS NULL OR `rank` >= 1)" in where
+    assert "(`kind` IS NULL OR `kind` IN ('a', 'b'))" in where
+    assert "AND `must` IN ('x')" in where
+
+
+def test_patterns_are_translated_to_java() -> None:
+    # Rust's \s is Unicode (a no-break space is blank), its $ ends the text.
+    assert ddl.java_pattern(ID_PATTERN) == "(?U)" + ID_PATTERN[:-1] + "\\z"
+    assert ddl.java_pattern(TEXT_PATTERN) == TEXT_PATTERN[:-1] + "\\z"

@@ -10,8 +10,10 @@ SQL templates with what this module renders:
   name with different types are refused: the topics share one source table.
 - `sink_columns`: the `enriched_sink` columns, `EnrichedImpression`'s fields, times as
   strings in the producers' format.
-- `validity`: a topic's filter: every required field present, a `Literal` field one of
-  its values, a number within the bounds its annotation narrows (`position >= 1`).
+- `validity`: a topic's filter, what the decode step refuses as far as typed columns show
+  it: every required field present, a `Literal` field one of its values, a number within
+  the bounds its annotation narrows (`position >= 1`), a string within its length and
+  pattern (ids not blank, no control characters) and `decode.max_text_bytes`.
 - `json_payload`: a refused record re-serialized as JSON for its dead letter: every field
   of its model, times in the producers' format.
 - `passthrough`: the impression's own fields, passed through to the enriched row.
@@ -31,6 +33,7 @@ from typing import Any, Literal
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import StringConstraints
+from pydantic.fields import FieldInfo
 
 from schemas.base import INT_MAX, INT_MIN, LONG_MAX, LONG_MIN, Event
 from schemas.board_save import BoardSave
@@ -83,8 +86,8 @@ class Column:
     required: bool
     element: str | None = None
     literals: tuple[str, ...] = ()
-    lower: tuple[str, float] | None = None  # (">=" or ">", bound)
-    upper: tuple[str, float] | None = None  # ("<=" or "<", bound)
+    lower: tuple[str, Any] | None = None  # (">=" or ">", bound)
+    upper: tuple[str, Any] | None = None  # ("<=" or "<", bound)
     pattern: str | None = None  # the model's regular expression (pydantic's Rust syntax)
     min_length: int | None = None
     max_length: int | None = None
@@ -125,32 +128,35 @@ def _flink_primitive(iceberg: str, where: str, time_type: str | None) -> str:
 def _constraints(model: type[Event], shape: FieldShape) -> dict[str, Any]:
     info = model.model_fields[shape.name]
     annotation = info.annotation
-    literals: tuple[str, ...] = ()
-    if typing.get_origin(annotation) is Literal:
-        literals = tuple(str(v) for v in typing.get_args(annotation))
-    lower: tuple[str, float] | None = None
-    upper: tuple[str, float] | None = None
-    for item in info.metadata:
-        if isinstance(item, Ge):
-            lower = (">=", item.ge)  # type: ignore[assignment]
-        elif isinstance(item, Gt):
-            lower = (">", item.gt)  # type: ignore[assignment]
-        elif isinstance(item, Le):
-            upper = ("<=", item.le)  # type: ignore[assignment]
-        elif isinstance(item, Lt):
-            upper = ("<", item.lt)  # type: ignore[assignment]
     # An optional field keeps its constraints inside the union: `Text | None`.
     metadata = list(info.metadata)
-    for member in (annotation, *typing.get_args(annotation)):
+    members = (annotation, *typing.get_args(annotation))
+    for member in members:
         if typing.get_origin(member) is typing.Annotated:
-            metadata += typing.get_args(member)[1:]
+            for item in typing.get_args(member)[1:]:
+                metadata += item.metadata if isinstance(item, FieldInfo) else [item]
+    literals: tuple[str, ...] = ()
+    for member in members:
+        if typing.get_origin(member) is Literal:
+            literals = tuple(str(v) for v in typing.get_args(member))
+    lower: tuple[str, Any] | None = None
+    upper: tuple[str, Any] | None = None
+    for item in metadata:
+        if isinstance(item, Ge):
+            lower = (">=", item.ge)
+        elif isinstance(item, Gt):
+            lower = (">", item.gt)
+        elif isinstance(item, Le):
+            upper = ("<=", item.le)
+        elif isinstance(item, Lt):
+            upper = ("<", item.lt)
+    low, high = _TYPE_RANGES.get(shape.type, (None, None))
+    if lower == (">=", low):
+        lower = None
+    if upper == ("<=", high):
+        upper = None
     strings = [item for item in metadata if isinstance(item, StringConstraints)]
     text = strings[-1] if strings else StringConstraints()
-    low, high = _TYPE_RANGES.get(shape.type, (None, None))
-    if lower is not None and lower == (">=", low):
-        lower = None
-    if upper is not None and upper == ("<=", high):
-        upper = None
     return {
         "literals": literals,
         "lower": lower,
@@ -274,12 +280,15 @@ def sql_string(text: str) -> str:
 def _predicate(column: Column, max_text_bytes: int) -> str | None:
     if column.literals:
         values = ", ".join(sql_string(v) for v in column.literals)
-        return f"{column.sql} IN ({values})"
-    bounds = [f"{column.sql} {b[0]} {b[1]}" for b in (column.lower, column.upper) if b is not None]
-    if bounds:
-        return " AND ".join(bounds)
-    checks = _string_checks(column, max_text_bytes)
+        checks = [f"{column.sql} IN ({values})"]
+    else:
+        bounds = (column.lower, column.upper)
+        checks = [f"{column.sql} {b[0]} {b[1]}" for b in bounds if b is not None]
+        checks += _string_checks(column, max_text_bytes)
     if column.required:
+        # A comparison is not true for a null: a constrained field needs no IS NOT NULL.
+        if column.literals or column.lower or column.upper:
+            return " AND ".join(checks)
         return " AND ".join([f"{column.sql} IS NOT NULL", *checks])
     if checks:
         return f"({column.sql} IS NULL OR " + " AND ".join(checks) + ")"
