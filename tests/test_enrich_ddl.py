@@ -197,13 +197,12 @@ def test_a_type_without_a_flink_mapping_is_named() -> None:
 
 
 def test_an_optional_constrained_field_is_checked_only_when_present() -> None:
-    model = create_model(
-        "Optionals",
-        __base__=Event,
-        rank=(Annotated[int, Field(ge=1, le=LONG_MAX)] | None, None),
-        kind=(Literal["a", "b"] | None, None),
-        must=(Literal["x"], ...),
-    )
+    fields: dict[str, Any] = {
+        "rank": (Annotated[int, Field(ge=1, le=LONG_MAX)] | None, None),
+        "kind": (Literal["a", "b"] | None, None),
+        "must": (Literal["x"], ...),
+    }
+    model = create_model("Optionals", __base__=Event, **fields)
     where = ddl.validity(model, 16_384)
     assert "(`rank` IS NULL OR `rank` >= 1)" in where
     assert "(`kind` IS NULL OR `kind` IN ('a', 'b'))" in where

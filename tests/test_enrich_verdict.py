@@ -32,8 +32,10 @@ T0 = datetime(2026, 11, 2, tzinfo=UTC)
 LIMIT = DecodeSettings().max_text_bytes
 
 LENIENT_JSON = (
-    "Flink's JSON format coerces a scalar to the column's type; refusing it needs the value "
-    "read as raw text and typed per field with JSON functions"
+    'Flink\'s JSON format coerces a scalar to the column\'s type ("3" -> 3, 5 -> "5") and '
+    "cannot show the raw value; refusing it needs 'value.format' = 'raw' and every field "
+    'typed with JSON functions (JSON_QUERY ... WITH ARRAY WRAPPER tells "3" from 3), each '
+    "call parsing the record again, and the rowtime parsed from text (docs/enrichment.md)"
 )
 
 
