@@ -308,6 +308,12 @@ def model_values(settings: Settings) -> dict[str, str]:
 def render(settings: Settings) -> JobSql:
     """The job's statements for `settings`.
 
+    Args:
+        settings: connection, window and decode settings (flink.*, broker.*, decode.*).
+
+    Returns:
+        The DDL and views, then the INSERTs of the job's one statement set.
+
     Raises:
         SqlSettingsError: a window setting the point-in-time rule cannot work with.
         ModelSqlError: a model field the SQL cannot be generated for.

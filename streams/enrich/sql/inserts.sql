@@ -7,7 +7,8 @@
 -- version always arrived after the on-time ones of its time. A windowed feature is only
 -- current until the next window closes: if the pin's latest window closed a slide or more
 -- before the impression, the pin had no saves (engagements) in the newest closed window,
--- so the feature is null, and so is its time.
+-- so the feature is null, and so is its time. `impression_fields`: every field of the
+-- impression's model, passed through (streams/enrich/ddl.py), then the features.
 INSERT INTO enriched_sink
 SELECT
   ${impression_fields},
