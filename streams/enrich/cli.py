@@ -4,7 +4,9 @@ session cluster at flink.host:rest_port (docs/operations.md)."""
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,25 +14,35 @@ from infra.config import Settings
 from infra.flink_cluster import FlinkError, list_jobs, require_cluster
 from streams.enrich import operations
 
+Verb = Callable[[argparse.Namespace, Settings], int]
 
+
+def _flink_errors(verb: Verb) -> Verb:
+    """A verb whose cluster answers with a FlinkError prints it on one line and exits 1."""
+
+    @functools.wraps(verb)
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return verb(args, settings)
+        except FlinkError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+@_flink_errors
 def _deploy(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        deployment = operations.deploy(settings, args.job, from_savepoint=args.from_savepoint)
-    except FlinkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    deployment = operations.deploy(settings, args.job, from_savepoint=args.from_savepoint)
     restored = f" from savepoint {deployment.from_savepoint}" if deployment.from_savepoint else ""
     print(f"deployed {deployment.job_name} as job {deployment.job_id}{restored}")
     return 0
 
 
+@_flink_errors
 def _list(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        require_cluster(settings)
-        jobs = list_jobs(settings)
-    except FlinkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    require_cluster(settings)
+    jobs = list_jobs(settings)
     if not jobs:
         print("no jobs on the cluster")
     for job in sorted(jobs, key=lambda j: j.start_time, reverse=True):
@@ -39,12 +51,9 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@_flink_errors
 def _stop(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        path = operations.stop(settings, args.job, savepoint=args.savepoint)
-    except FlinkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    path = operations.stop(settings, args.job, savepoint=args.savepoint)
     if path is None:
         print(f"cancelled {args.job} (no savepoint)")
     else:
