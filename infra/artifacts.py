@@ -32,19 +32,24 @@ TANSU = Artifact(
 )
 _FLINK_LIBS = "shigawire-apache-flink-libraries==2.0.0.post1"
 _FLINK_LIBS_SHA = "aaa65537d3f0c0ff279185d8243024f0efd95788ba044bf249ba0f40b69289cd"
-KAFKA_CONNECTOR_JAR = Artifact(
-    name="flink-connector-kafka.jar",
-    wheel=_FLINK_LIBS,
-    wheel_sha256=_FLINK_LIBS_SHA,
-    member="pyflink/lib/flink-connector-kafka.jar",
-    sha256="842885a51c768b2f31c946a2071656c166ee8cc6d3c02fe6c557e134e03bf228",
+
+
+def _flink_jar(name: str, sha256: str) -> Artifact:
+    """A jar of the pinned Flink libraries wheel (`pyflink/lib/<name>`)."""
+    return Artifact(
+        name=name,
+        wheel=_FLINK_LIBS,
+        wheel_sha256=_FLINK_LIBS_SHA,
+        member=f"pyflink/lib/{name}",
+        sha256=sha256,
+    )
+
+
+KAFKA_CONNECTOR_JAR = _flink_jar(
+    "flink-connector-kafka.jar", "842885a51c768b2f31c946a2071656c166ee8cc6d3c02fe6c557e134e03bf228"
 )
-KAFKA_CLIENTS_JAR = Artifact(
-    name="kafka-clients.jar",
-    wheel=_FLINK_LIBS,
-    wheel_sha256=_FLINK_LIBS_SHA,
-    member="pyflink/lib/kafka-clients.jar",
-    sha256="7568b998572d256f0b7bc0afdc1b7a2588b8b08415c62ce314c864a6851ae9d9",
+KAFKA_CLIENTS_JAR = _flink_jar(
+    "kafka-clients.jar", "7568b998572d256f0b7bc0afdc1b7a2588b8b08415c62ce314c864a6851ae9d9"
 )
 ARTIFACTS = (TANSU, KAFKA_CONNECTOR_JAR, KAFKA_CLIENTS_JAR)
 
