@@ -36,6 +36,7 @@ the status says why, and labeling goes on with the comparison off for that teach
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import OrderedDict, deque
@@ -43,7 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from serving.teacher.lexical import Bm25Stats
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=Callable[..., Any])
 
 ALERT_TABLE = "labels"
 CHECK = "student_disagreement"
@@ -216,6 +218,28 @@ class Publisher(Protocol):
     def close(self) -> None: ...
 
 
+def _guarded(step: str, fallback: Callable[[], Any]) -> Callable[[M], M]:
+    """A monitoring step that does nothing (returns `fallback()`) without a student or
+    once the comparison is off, and that turns the comparison off
+    (`DriftMonitor._failed`) instead of raising: a bug in the monitor never stops
+    labeling."""
+
+    def wrap(method: M) -> M:
+        @functools.wraps(method)
+        def run(self: DriftMonitor, *args: Any, **kwargs: Any) -> Any:
+            if self.student is None or self._off is not None:
+                return fallback()
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                self._failed(step, exc)
+                return fallback()
+
+        return cast(M, run)
+
+    return wrap
+
+
 class DriftMonitor:
     """Compares the student's labels with the teacher's on the live labeler's rows.
 
@@ -363,6 +387,7 @@ class DriftMonitor:
         )
         log.exception("%s", self._off)
 
+    @_guarded("predict", lambda: None)
     def predict(
         self,
         keys: Sequence[str],
@@ -372,20 +397,6 @@ class DriftMonitor:
     ) -> None:
         """The student's label of each scored pair that came with embeddings of a teacher
         it fits, remembered by the pair's score-cache key."""
-        if self.student is None or self._off is not None:
-            return
-        try:
-            self._predict(keys, queries, pin_texts, pairs)
-        except Exception as exc:
-            self._failed("predict", exc)
-
-    def _predict(
-        self,
-        keys: Sequence[str],
-        queries: Sequence[str],
-        pin_texts: Sequence[str],
-        pairs: Sequence[ScoredPair],
-    ) -> None:
         assert self.student is not None
         from serving.student.features import FeatureMismatch, pair_features
 
@@ -438,6 +449,7 @@ class DriftMonitor:
 
     # -- every labeled row -----------------------------------------------------------------
 
+    @_guarded("observe", list)
     def observe(
         self,
         rows: Sequence[EnrichedImpression],
@@ -456,21 +468,6 @@ class DriftMonitor:
         Returns:
             The alerts sent (firing or resolved).
         """
-        if self.student is None or self._off is not None:
-            return []
-        try:
-            return self._observe(rows, labels, batch_id, offset_ranges)
-        except Exception as exc:
-            self._failed("observe", exc)
-            return []
-
-    def _observe(
-        self,
-        rows: Sequence[EnrichedImpression],
-        labels: Sequence[RelevanceLabel],
-        batch_id: str,
-        offset_ranges: str,
-    ) -> list[Alert]:
         started = time.perf_counter()
         by_id = {r.impression_id: r for r in rows}
         touched: set[tuple[str, str]] = set()
