@@ -3,12 +3,13 @@
 The fragments below are the hand-written SQL the templates held before the generation
 (streams/enrich/sql/*.sql at ccd8db3): the rendered job must contain each of them, modulo
 whitespace and identifier quoting, so generating them changed nothing. The deliberate
-differences, both so that Flink refuses what the decode step refuses
+differences, all so that Flink refuses what the decode step refuses
 (tests/test_enrich_verdict.py): `position` is a long in the model and in Iceberg, and the
 hand-written INT made Flink skip a position in [2^31, 2^63) that the decode step accepts,
-so it is BIGINT now; and the validity filters also check strings as the model does (an id
-not blank and without control characters, text without C0 controls, at most
-decode.max_text_bytes).
+so it is BIGINT now; the source reads each value as text and types the same columns from
+it in a view (a field of the wrong JSON type is refused, not coerced); and the validity
+filters also check strings as the model does (an id not blank and without control
+characters, text without C0 controls, at most decode.max_text_bytes).
 """
 
 from __future__ import annotations
@@ -110,15 +111,22 @@ def _conjuncts(where: str) -> set[str]:
 def test_the_generated_sql_is_the_hand_written_sql() -> None:
     job = render(Settings())
     script = _norm(job.script())
-    for fragment in [SOURCE_COLUMNS, SINK_COLUMNS, *DLQ_VALUES.values(), *PASSTHROUGH]:
+    for fragment in [SINK_COLUMNS, *DLQ_VALUES.values(), *PASSTHROUGH]:
         assert _norm(fragment) in script, fragment
-    # The validity filters kept every hand-written predicate, and added only the string
-    # checks of the decode step (lengths, patterns, decode.max_text_bytes).
+    # The source's columns are now typed from the record's text, in the same order and types.
+    hand_written = re.findall(r"`?(\w+)`? (\w+(?:\(\d\))?),", SOURCE_COLUMNS)[1:]
+    typed_as = [(c.name, c.flink_type()) for c in ddl.source_columns()]
+    assert typed_as == hand_written
+    (typed,) = [s for s in job.ddl if s.startswith("CREATE TEMPORARY VIEW events_typed ")]
+    aliases = re.findall(r" END AS `(\w+)`,", typed)
+    assert aliases == [name for name, _ in hand_written]
+    # The validity filters kept every hand-written predicate, and added only the JSON type
+    # check and the string checks of the decode step (lengths, patterns, text bytes).
     for topic, where in VALIDITY.items():
         (view,) = [s for s in job.ddl if s.startswith(f"CREATE TEMPORARY VIEW {topic}_valid ")]
         generated = _conjuncts(view.split("WHERE", 1)[1])
         assert _conjuncts(where) <= generated, topic
-        for extra in generated - _conjuncts(where):
+        for extra in generated - _conjuncts(where) - {"json_ok"}:
             assert re.match(r"\(?(\w+ IS NULL OR )?(REGEXP|CHAR_LENGTH)\(", extra), extra
 
 
@@ -167,8 +175,9 @@ def test_an_optional_field_added_to_a_model_flows_into_the_job(
     monkeypatch.setattr(ddl, "ENRICHED_MODEL", enriched)
     job = render(Settings())
     script = job.script()
-    source = script[script.index("CREATE TEMPORARY TABLE events_src") :]
-    assert "`device` STRING," in source[: source.index("WITH (")]
+    typed = script[script.index("CREATE TEMPORARY VIEW events_typed") :].split(";")[0]
+    assert "THEN JSON_VALUE(payload, '$.device') END AS `device`," in typed
+    assert "COALESCE(JSON_QUERY(payload, '$.device' WITH ARRAY WRAPPER) LIKE" in typed
     sink = script[script.index("CREATE TEMPORARY TABLE enriched_sink") :]
     assert "`locale` STRING,\n  `event_time` STRING,\n  `device` STRING," in sink
     (dlq,) = [s for s in job.inserts if "INSERT INTO impressions_dlq" in s]

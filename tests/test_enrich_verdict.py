@@ -6,8 +6,10 @@ enrich that record either (an enriched row whose impression is not in the impres
 table). One job run gets every bad-input kind next to good controls; for each, "Flink
 enriched it" must equal "`Decoder` accepts it".
 
-Kinds Flink cannot yet judge like the decode step are marked xfail with the reason (they
-need the value read as raw text and typed with JSON functions: docs/enrichment.md).
+The job reads each value as text and types every field from it in SQL
+(streams/enrich/ddl.py), so a field of the wrong JSON type (`"position": "3"`) is refused
+rather than coerced. A kind Flink cannot yet judge like the decode step is marked xfail
+with the reason.
 """
 
 from __future__ import annotations
@@ -30,13 +32,6 @@ from tests.test_enrich import ENRICHED, _flink_settings, read_records
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
 LIMIT = DecodeSettings().max_text_bytes
-
-LENIENT_JSON = (
-    'Flink\'s JSON format coerces a scalar to the column\'s type ("3" -> 3, 5 -> "5") and '
-    "cannot show the raw value; refusing it needs 'value.format' = 'raw' and every field "
-    'typed with JSON functions (JSON_QUERY ... WITH ARRAY WRAPPER tells "3" from 3), each '
-    "call parsing the record again: that doubled the job's CPU (docs/enrichment.md)"
-)
 
 
 def _fields(case: str, at: datetime) -> dict[str, Any]:
@@ -88,13 +83,9 @@ CASES: dict[str, dict[str, Any] | bytes] = {
 }
 
 XFAIL = {
-    "position_as_string": LENIENT_JSON,
-    "position_as_float": LENIENT_JSON,
-    "id_as_number": LENIENT_JSON,
-    "text_as_number": LENIENT_JSON,
     "event_time_with_offset": (
         "the other way round: the decode step accepts any UTC offset, Flink's ISO-8601 "
-        "reader only a literal 'Z' (what producers write)"
+        "reader only a literal 'Z' (producers write 'Z')"
     ),
 }
 

@@ -4,10 +4,14 @@ The guarantee: a topic's shape is written down once, in its pydantic model (sche
 the Flink SQL follows it. `streams/enrich/sql.py` fills the `${...}` placeholders of the
 SQL templates with what this module renders:
 
-- `source_columns`: the `events_src` columns, the union of the five event models' fields
-  (first model first), each typed by its Iceberg type (schemas/registry.py) mapped to Flink
-  (`long` -> BIGINT, `timestamptz` -> TIMESTAMP_LTZ(6), ...). Two models that declare one
-  name with different types are refused: the topics share one source table.
+- `typed_columns`, `json_types`: the source reads each record's value as text (`payload`);
+  the `events_typed` view types every field from it, the union of the five event models'
+  fields (first model first), each typed by its Iceberg type (schemas/registry.py) mapped
+  to Flink (`long` -> BIGINT, `timestamptz` -> TIMESTAMP_LTZ(6), ...), and `json_ok` says
+  whether every field of the record's model has its JSON type: `"position": "3"` or
+  `"user_id": 5` is refused, as the strict decode refuses it, not coerced as Flink's JSON
+  format would. Two models that declare one name with different types are refused: the
+  topics share one source table. `source_time` reads the rowtime the same way.
 - `sink_columns`: the `enriched_sink` columns, `EnrichedImpression`'s fields, times as
   strings in the producers' format.
 - `validity`: a topic's filter, what the decode step refuses as far as typed columns show
@@ -342,3 +346,113 @@ def feature_columns() -> list[str]:
     """The enriched model's fields that are not the impression's: what the join computes."""
     own = set(IMPRESSION_MODEL.model_fields)
     return [name for name in ENRICHED_MODEL.model_fields if name not in own]
+
+
+# -- reading the value as text: every field typed from the record's JSON ------------------
+# JSON_QUERY(... WITH ARRAY WRAPPER) shows a field as JSON (`["3"]`, `[3]`, NULL when absent
+# or null), so its JSON type can be checked; JSON_VALUE gives its value. Each call parses
+# the text again, so a field is read only for the topics that have it.
+
+# A time as the producers write it (ISO-8601 with a literal 'Z', what the JSON format's
+# ISO-8601 reader took), as JSON_QUERY shows it.
+_TIME_JSON = r'^\["[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z"\]\z'
+_JSON_TYPES = {
+    "string": "{} LIKE '[\"%'",
+    "long": "REGEXP({}, '^\\[-?[0-9]+\\]\\z')",
+    "int": "REGEXP({}, '^\\[-?[0-9]+\\]\\z')",
+    "boolean": "{} IN ('[true]', '[false]')",
+    "double": "REGEXP({}, '^\\[-?[0-9]')",
+    "float": "REGEXP({}, '^\\[-?[0-9]')",
+}
+
+
+def _path(column: Column) -> str:
+    return sql_string(f"$.{column.name}")
+
+
+def json_read(column: Column, payload: str = "payload") -> str:
+    """The field's typed value read from the JSON text (NULL when absent or unreadable)."""
+    text = f"JSON_VALUE({payload}, {_path(column)})"
+    if column.is_time:
+        naive = f"TRY_CAST(REPLACE(REPLACE({text}, 'T', ' '), 'Z', '') AS TIMESTAMP(6))"
+        return f"CAST({naive} AS TIMESTAMP_LTZ(6))"
+    if column.iceberg == "string":
+        return text
+    return f"TRY_CAST({text} AS {column.flink_type()})"
+
+
+def json_type_check(column: Column, payload: str = "payload") -> str:
+    """True when the field is absent, null, or of its JSON type (a string is no number)."""
+    shown = f"JSON_QUERY({payload}, {_path(column)} WITH ARRAY WRAPPER)"
+    if column.is_time:
+        return f"COALESCE(REGEXP({shown}, {sql_string(_TIME_JSON)}), TRUE)"
+    try:
+        kind = _JSON_TYPES[column.iceberg]
+    except KeyError:
+        raise ModelSqlError(
+            f"{column.name}: no JSON type check for Iceberg {column.iceberg!r}; add it to "
+            "_JSON_TYPES in streams/enrich/ddl.py"
+        ) from None
+    return f"COALESCE({kind.format(shown)}, TRUE)"
+
+
+def typed_columns(models: tuple[type[Event], ...] | None = None) -> str:
+    """SELECT lines reading each source column from `payload`, only for the topics that
+    have the field (a JSON function parses the text on every call).
+
+    Args:
+        models: the topics' models; default `SOURCE_MODELS`.
+
+    Returns:
+        `  CASE WHEN kafka_topic IN (...) THEN <value> END AS `field`,` lines.
+    """
+    models = SOURCE_MODELS if models is None else models
+    lines = []
+    for column in source_columns(models):
+        topics = ", ".join(sql_string(m.topic) for m in models if column.name in m.model_fields)
+        lines.append(
+            f"  CASE WHEN kafka_topic IN ({topics}) THEN {json_read(column)} END AS {column.sql},"
+        )
+    return "\n".join(lines)
+
+
+def json_types(models: tuple[type[Event], ...] | None = None) -> str:
+    """A CASE over the topic: every field of the record's model has its JSON type (or is
+    absent or null: whether it may be is the validity filter's business). Another topic's
+    record (the clock topic's) is FALSE.
+
+    Args:
+        models: the topics' models; default `SOURCE_MODELS`.
+
+    Returns:
+        A BOOLEAN expression over `payload` and `kafka_topic`.
+    """
+    models = SOURCE_MODELS if models is None else models
+    whens = "\n".join(
+        f"    WHEN {sql_string(m.topic)} THEN "
+        + "\n      AND ".join(json_type_check(c) for c in columns(m))
+        for m in models
+    )
+    return f"CASE kafka_topic\n{whens}\n    ELSE FALSE END"
+
+
+def _read_time(field: str) -> str:
+    return json_read(Column(name=field, iceberg="timestamptz", required=True))
+
+
+def source_time(time_fields: dict[str, str], default_field: str) -> str:
+    """The record's event time read from `payload`, for the source's rowtime.
+
+    Args:
+        time_fields: topic -> its event-time field.
+        default_field: the field of every other topic (the clock topic's).
+
+    Returns:
+        A CASE over `kafka_topic`, TIMESTAMP_LTZ(6), NULL for a record without a time.
+    """
+    whens = "".join(
+        f"WHEN {sql_string(topic)} THEN {_read_time(field)} "
+        for topic, field in time_fields.items()
+        if field != default_field
+    )
+    return f"CASE kafka_topic {whens}ELSE {_read_time(default_field)} END"

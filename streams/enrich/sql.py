@@ -172,11 +172,10 @@ def source_options(settings: Settings, topics: list[str]) -> dict[str, str]:
         "properties.max.partition.fetch.bytes": str(settings.flink.fetch_partition_bytes),
         "key.format": "raw",
         "key.fields": "kafka_key",
-        "value.format": "json",
+        # The value as text: its fields are typed from it in SQL (streams/enrich/ddl.py), so
+        # a field of the wrong JSON type is refused, not coerced.
+        "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
-        # A malformed record is skipped here (the raw topic's sink dead-letters it).
-        "value.json.ignore-parse-errors": "true",
-        "value.json.timestamp-format.standard": "ISO-8601",
     }
 
 
@@ -294,7 +293,9 @@ def model_values(settings: Settings) -> dict[str, str]:
     """
     impression = ddl.IMPRESSION_MODEL
     values = {
-        "source_columns": ddl.column_list(ddl.source_columns()),
+        "typed_columns": ddl.typed_columns(),
+        "json_types": ddl.json_types(),
+        "source_time": ddl.source_time(SOURCES, CLOCK_TIME_FIELD),
         "enriched_columns": ddl.sink_columns(),
         "impression_fields": ddl.passthrough(impression, TS_FORMAT),
         "impression_fields_of_i": ddl.passthrough(impression, prefix="i."),

@@ -3,8 +3,11 @@
 -- watermark_delay + allowed_lateness (see docs/enrichment.md). Windows, versioned tables,
 -- joins and the late-record check below all see that same event-time clock, and a topic
 -- that falls idle (table.exec.source.idle-timeout) stops holding it back.
--- Columns are the union of the five event models' fields (streams/enrich/ddl.py renders
--- them from schemas/); a field a topic lacks reads as null.
+-- The value is read as text (`payload`); the view `events_typed` below types every field
+-- from it, the union of the five event models' fields (streams/enrich/ddl.py renders them
+-- from schemas/; a field a topic lacks reads as null), and `json_ok` says whether each field
+-- has its JSON type, so `"position": "3"` is refused as the decode step refuses it, where
+-- Flink's JSON format would coerce it.
 -- `rt` is the topic's event time at Flink's millisecond precision, when that time lies
 -- within the shared decode bounds around the wall clock (decode.max_future_s ahead,
 -- decode.max_age_days behind). A record without a time, or with one out of those bounds
@@ -24,15 +27,15 @@
 
 CREATE TEMPORARY TABLE events_src (
   kafka_key STRING,
-${source_columns}
+  payload STRING,
   kafka_topic STRING METADATA FROM 'topic' VIRTUAL,
   kafka_partition INT METADATA FROM 'partition' VIRTUAL,
   kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
   rt AS CASE
-    WHEN CAST(${raw_time} AS TIMESTAMP_LTZ(3)) <= CURRENT_TIMESTAMP + ${max_future}
+    WHEN CAST(${source_time} AS TIMESTAMP_LTZ(3)) <= CURRENT_TIMESTAMP + ${max_future}
       AND (kafka_topic IN (${version_topics})
-        OR CAST(${raw_time} AS TIMESTAMP_LTZ(3)) >= CURRENT_TIMESTAMP - ${max_age})
-    THEN CAST(${raw_time} AS TIMESTAMP_LTZ(3))
+        OR CAST(${source_time} AS TIMESTAMP_LTZ(3)) >= CURRENT_TIMESTAMP - ${max_age})
+    THEN CAST(${source_time} AS TIMESTAMP_LTZ(3))
     ELSE TO_TIMESTAMP_LTZ(0, 3)
   END,
   arrival AS PROCTIME(),
@@ -40,3 +43,11 @@ ${source_columns}
 ) WITH (
 ${source_events}
 );
+
+-- Every field typed from the record's JSON text, and whether each has its JSON type.
+CREATE TEMPORARY VIEW events_typed AS
+SELECT kafka_key,
+${typed_columns}
+  kafka_topic, kafka_partition, kafka_offset, rt, arrival,
+  ${json_types} AS json_ok
+FROM events_src;

@@ -2,7 +2,8 @@
 -- behind the watermark) and out of range (an event time outside the decode bounds, which
 -- sources.sql kept from moving the watermark; for content and captions only a time too far
 -- ahead: their compacted topics keep a pin's latest version however old it is). Valid: every field the topic's event model
--- requires is present, a Literal field holds one of its values and a number lies within the
+-- requires is present, every field has its JSON type (`json_ok`, sources.sql), a Literal
+-- field holds one of its values and a number lies within the
 -- bounds its annotation narrows (streams/enrich/ddl.py renders `valid_<topic>` from the
 -- model); anything else is refused by the shared decode step where the raw
 -- topic is sunk, so it is not dead-lettered a second time here. Clock records only move
@@ -20,31 +21,31 @@ SELECT *,
   ${raw_time} IS NOT NULL AND rt = TO_TIMESTAMP_LTZ(0, 3) AS out_of_range,
   CURRENT_WATERMARK(rt) IS NOT NULL AND rt <= CURRENT_WATERMARK(rt) AS is_late,
   CURRENT_WATERMARK(rt) AS seen_watermark
-FROM events_src;
+FROM events_typed;
 
 CREATE TEMPORARY VIEW impressions_valid AS
 SELECT * FROM events_marked
-WHERE kafka_topic = 'impressions'
+WHERE kafka_topic = 'impressions' AND json_ok
   AND ${valid_impressions};
 
 CREATE TEMPORARY VIEW pin_content_valid AS
 SELECT * FROM events_marked
-WHERE kafka_topic = 'pin_content'
+WHERE kafka_topic = 'pin_content' AND json_ok
   AND ${valid_pin_content};
 
 CREATE TEMPORARY VIEW pin_captions_valid AS
 SELECT * FROM events_marked
-WHERE kafka_topic = 'pin_captions'
+WHERE kafka_topic = 'pin_captions' AND json_ok
   AND ${valid_pin_captions};
 
 CREATE TEMPORARY VIEW board_saves_valid AS
 SELECT * FROM events_marked
-WHERE kafka_topic = 'board_saves'
+WHERE kafka_topic = 'board_saves' AND json_ok
   AND ${valid_board_saves};
 
 CREATE TEMPORARY VIEW engagements_valid AS
 SELECT * FROM events_marked
-WHERE kafka_topic = 'engagements'
+WHERE kafka_topic = 'engagements' AND json_ok
   AND ${valid_engagements};
 
 CREATE TEMPORARY VIEW impressions_on_time AS
