@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from infra.artifacts import KAFKA_CLIENTS_JAR, KAFKA_CONNECTOR_JAR, require
 from infra.config import Settings
@@ -118,12 +119,7 @@ def submit(
     configuration supplies the state folders and the restore path.
     """
     t_env = table_environment(flink_config(settings, from_savepoint, local, application))
-    job = render(settings)
-    for statement in job.ddl:
-        t_env.execute_sql(statement)
-    statement_set = t_env.create_statement_set()
-    for statement in job.inserts:
-        statement_set.add_insert_sql(statement)
+    statement_set = _statements(t_env, settings)
     result = statement_set.execute()
     client = result.get_job_client()
     if client is None:
@@ -131,14 +127,20 @@ def submit(
     return str(client.get_job_id())
 
 
-def explain(settings: Settings) -> str:
-    t_env = table_environment(flink_config(settings, None, local=True))
+def _statements(t_env: Any, settings: Settings) -> Any:
+    """The job's tables and views created in `t_env`; its INSERTs as one statement set."""
     job = render(settings)
     for statement in job.ddl:
         t_env.execute_sql(statement)
     statement_set = t_env.create_statement_set()
     for statement in job.inserts:
         statement_set.add_insert_sql(statement)
+    return statement_set
+
+
+def explain(settings: Settings) -> str:
+    t_env = table_environment(flink_config(settings, None, local=True))
+    statement_set = _statements(t_env, settings)
     from pyflink.table.explain_detail import ExplainDetail
 
     return str(statement_set.explain(ExplainDetail.CHANGELOG_MODE))
